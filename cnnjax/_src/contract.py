@@ -1,0 +1,385 @@
+"""The contract every part of cnnjax builds on.
+
+Images are ``float32`` NHWC arrays with values in [0, 1], RGB. A model is a pure function
+
+    apply(params, images, *, perturb=None) -> Activations
+
+plus its parameters and a :class:`ModelSpec`. Techniques are built from the pieces here:
+:class:`Objective` (maximised, with ``+ - *`` algebra), :class:`Parameterization`
+(a latent to an image) and :data:`Transform` (a keyed random image transform). Optimizers are
+always ``optax.GradientTransformation``; cnnjax defines no optimizer type of its own.
+
+This module imports only JAX and NumPy: the core never imports Flax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol, TypeAlias
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "Activations",
+    "ApplyFn",
+    "LayerSpec",
+    "Model",
+    "ModelSpec",
+    "Objective",
+    "Parameterization",
+    "Transform",
+    "ValueMapping",
+    "pytree_dataclass",
+    "static_field",
+]
+
+Activations: TypeAlias = Mapping[str, jax.Array]
+"""Named activations of one forward pass, in forward order.
+
+Always holds ``"input"`` (the [0, 1] images as given, plus any perturbation) and ``"logits"``
+(pre-softmax class scores), and one entry per named layer in between. Spatial activations are
+NHWC; vectors are ``[n, features]``.
+"""
+
+
+class ApplyFn(Protocol):
+    """A model as a pure function: ``apply(params, images, *, perturb=None) -> Activations``.
+
+    ``images`` are float32 ``[n, h, w, c]`` in [0, 1]; the model maps them to its own input
+    range (its :class:`ValueMapping`). ``perturb`` maps layer names to arrays added to those
+    layers' outputs, so ``jax.grad`` with respect to ``perturb[name]`` at zero is the gradient
+    with respect to that activation. Naming an unknown layer is a ``ValueError`` that lists the
+    valid ones.
+    """
+
+    def __call__(
+        self, params: Any, images: jax.Array, *, perturb: Mapping[str, jax.Array] | None = None
+    ) -> Activations: ...
+
+
+Transform: TypeAlias = Callable[[jax.Array, jax.Array], jax.Array]
+"""A random image transform ``(key, images) -> images``.
+
+Keys are explicit, so under ``jax.vmap`` every element of a batch draws its own randomness.
+Transforms are built by factories that close over their hyperparameters, e.g. ``jitter(8)``.
+"""
+
+
+class Parameterization(NamedTuple):
+    """How an optimised image is represented.
+
+    Attributes:
+      init: ``init(key) -> latent``, a pytree the optimizer updates.
+      to_image: ``to_image(latent) -> images`` in [0, 1], NHWC. Must be differentiable.
+
+    Example::
+
+      pixel = Parameterization(
+          init=lambda key: jax.random.normal(key, (1, 64, 64, 3)) * 0.01,
+          to_image=jax.nn.sigmoid)
+    """
+
+    init: Callable[[jax.Array], Any]
+    to_image: Callable[[Any], jax.Array]
+
+
+# --------------------------------------------------------------------------------------------
+# Pytree dataclasses: static fields are part of the tree structure, the rest are leaves.
+
+
+def static_field(**kwargs) -> Any:
+    """A dataclass field that is static (part of the treedef, hashed into jit's cache key)."""
+    return dataclasses.field(metadata={"static": True}, **kwargs)
+
+
+def pytree_dataclass(cls: type) -> type:
+    """Make ``cls`` a frozen dataclass registered as a JAX pytree.
+
+    Fields declared with :func:`static_field` are metadata (layer names, flags); every other
+    field is a leaf (indices, positions, vectors, weights), so ``jax.vmap`` over a batch of
+    instances compiles once.
+    """
+    cls = dataclasses.dataclass(frozen=True)(cls)
+    fields = dataclasses.fields(cls)
+    meta = [f.name for f in fields if f.metadata.get("static", False)]
+    data = [f.name for f in fields if not f.metadata.get("static", False)]
+    return jax.tree_util.register_dataclass(cls, data_fields=data, meta_fields=meta)
+
+
+# --------------------------------------------------------------------------------------------
+# Objectives
+
+
+class Objective:
+    """Something to maximise: ``objective(acts) -> Array[b]``, one score per example.
+
+    Objectives are small frozen-dataclass pytrees (see :func:`pytree_dataclass`): layer names
+    are static, while channel indices, positions, direction vectors and targets are array
+    leaves, so a batch of objectives stacked with ``jax.tree.map(jnp.stack, ...)`` runs under
+    one ``jax.vmap`` and one compilation.
+
+    They combine with ``+``, ``-``, unary ``-``, scalar ``*`` and Python's ``sum``::
+
+      obj = channel("block_5", 7) - 0.1 * channel("block_5", 3)
+      total = sum([obj_a, obj_b])
+
+    Subclasses implement ``__call__`` and set ``layers`` (the layer names they read) so that
+    techniques can check names before any work.
+    """
+
+    def layers(self) -> tuple[str, ...]:
+        """Names of the layers this objective reads, checked against the model before a run."""
+        return ()
+
+    def __call__(self, acts: Activations) -> jax.Array:
+        raise NotImplementedError
+
+    def __add__(self, other: Objective) -> Objective:
+        if isinstance(other, (int, float)) and other == 0:
+            return self
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Sum((self, other))
+
+    def __radd__(self, other: Any) -> Objective:
+        # Lets the built-in ``sum`` start from 0.
+        if isinstance(other, (int, float)) and other == 0:
+            return self
+        return NotImplemented
+
+    def __sub__(self, other: Objective) -> Objective:
+        if not isinstance(other, Objective):
+            return NotImplemented
+        return Sum((self, Scaled(jnp.float32(-1.0), other)))
+
+    def __neg__(self) -> Objective:
+        return Scaled(jnp.float32(-1.0), self)
+
+    def __mul__(self, scale: Any) -> Objective:
+        if isinstance(scale, Objective):
+            raise TypeError("objectives can be multiplied by scalars only, not by objectives")
+        scale = jnp.asarray(scale, jnp.float32)
+        if scale.ndim != 0:
+            raise ValueError(f"an objective's scale must be a scalar, got shape {scale.shape}")
+        return Scaled(scale, self)
+
+    __rmul__ = __mul__
+
+
+@pytree_dataclass
+class Sum(Objective):
+    """The sum of several objectives (what ``a + b`` builds)."""
+
+    terms: tuple[Objective, ...]
+
+    def layers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(n for t in self.terms for n in t.layers()))
+
+    def __call__(self, acts: Activations) -> jax.Array:
+        return sum(t(acts) for t in self.terms)
+
+
+@pytree_dataclass
+class Scaled(Objective):
+    """An objective times a scalar (what ``c * obj`` builds); the scale is a leaf."""
+
+    scale: jax.Array
+    term: Objective
+
+    def layers(self) -> tuple[str, ...]:
+        return self.term.layers()
+
+    def __call__(self, acts: Activations) -> jax.Array:
+        return self.scale * self.term(acts)
+
+
+# --------------------------------------------------------------------------------------------
+# Model metadata
+
+
+@dataclasses.dataclass(frozen=True)
+class ValueMapping:
+    """How a model maps images in [0, 1] to its own input range: ``(x[..., order] - mean) / std``.
+
+    Declared once in the model's spec and applied inside ``apply``, never by the caller.
+
+    Attributes:
+      mean: per-channel value subtracted from [0, 1] images.
+      std: per-channel divisor.
+      bgr: whether the model expects channels in BGR order.
+
+    Example: EfficientNet-Lite expects ``(rgb_uint8 - 127) / 128``, i.e.
+    ``ValueMapping(mean=(127/255,)*3, std=(128/255,)*3)``.
+    """
+
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    bgr: bool = False
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        if self.bgr:
+            images = images[..., ::-1]
+        mean = jnp.asarray(self.mean, images.dtype)
+        std = jnp.asarray(self.std, images.dtype)
+        return (images - mean) / std
+
+    def invert(self, model_input: jax.Array) -> jax.Array:
+        """Map model-range values back to [0, 1] images (for display)."""
+        images = model_input * jnp.asarray(self.std) + jnp.asarray(self.mean)
+        return images[..., ::-1] if self.bgr else images
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """Static facts about one named activation.
+
+    Attributes:
+      name: the key in :data:`Activations`.
+      shape: the activation's shape for one input image at the spec's input size, without the
+        batch axis: ``(h, w, c)`` for spatial layers, ``(c,)`` for vectors.
+      stride: the effective stride with respect to the input (None for non-spatial layers).
+      receptive_field: the theoretical receptive-field size in input pixels (None if unknown
+        or not spatial).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    stride: int | None = None
+    receptive_field: int | None = None
+
+    @property
+    def channels(self) -> int:
+        return self.shape[-1]
+
+    @property
+    def spatial(self) -> bool:
+        return len(self.shape) == 3
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Everything static a technique needs to know about a model.
+
+    Attributes:
+      name: the model's name, e.g. ``"efficientnet_lite0"``.
+      input_size: ``(h, w)`` the model was trained at.
+      channels: input channels (3 for RGB, 1 for greyscale).
+      value_mapping: how [0, 1] images become the model's input values.
+      layers: the named activations, in forward order (``"input"`` first, ``"logits"`` last).
+      class_names: one name per output class.
+      resize_size: for evaluation, resize the shorter side to this before centre-cropping to
+        ``input_size`` (None: resize straight to ``input_size``).
+      weights: where the weights came from (source, licence, sha256...).
+    """
+
+    name: str
+    input_size: tuple[int, int]
+    layers: tuple[LayerSpec, ...]
+    class_names: tuple[str, ...]
+    channels: int = 3
+    value_mapping: ValueMapping = ValueMapping()
+    resize_size: int | None = None
+    weights: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def layer(self, name: str) -> LayerSpec:
+        """The :class:`LayerSpec` called ``name``; an unknown name lists the valid ones."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(_unknown("layer", name, self.layer_names, f"model {self.name!r}"))
+
+    def check_layers(self, names: Sequence[str]) -> None:
+        """Raise a ``ValueError`` naming the first unknown layer and listing the valid ones."""
+        valid = set(self.layer_names)
+        for name in names:
+            if name not in valid:
+                self.layer(name)
+
+    def class_index(self, cls: int | str) -> int:
+        """The index of a class given by index or by name (exact, case-insensitive, or a synonym).
+
+        ImageNet names hold comma-separated synonyms (``"tabby, tabby cat"``); any one of them
+        names the class. An unknown name suggests close matches.
+        """
+        n = self.num_classes
+        if isinstance(cls, (int, np.integer)) and not isinstance(cls, bool):
+            if not 0 <= int(cls) < n:
+                raise ValueError(f"class index {cls} is out of range for {self.name!r}: valid 0..{n - 1}")
+            return int(cls)
+        if not isinstance(cls, str):
+            raise ValueError(f"a class is an int index or a str name, got {type(cls).__name__}")
+        if cls.strip().lstrip("-").isdigit():
+            return self.class_index(int(cls))
+        key = cls.strip().lower()
+        for i, full in enumerate(self.class_names):
+            if key == full.lower() or key in (s.strip().lower() for s in full.split(",")):
+                return i
+        synonyms = {s.strip().lower(): s.strip() for full in self.class_names for s in full.split(",")}
+        close = difflib.get_close_matches(key, list(synonyms), n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(repr(synonyms[c]) for c in close)}?" if close else ""
+        raise ValueError(f"unknown class {cls!r} for model {self.name!r} ({n} classes){hint}")
+
+    def class_name(self, index: int) -> str:
+        """The display name of a class: the first synonym of its full name."""
+        return self.class_names[self.class_index(int(index))].split(",")[0].strip()
+
+    def check_images(self, images: Any, *, exact_size: bool = False) -> jax.Array:
+        """Check a batch of images against the contract and this model; return it as float32.
+
+        Raises ``ValueError`` (before any work) for a wrong rank, channel count, dtype kind,
+        size smaller than 8 pixels (or different from ``input_size`` when ``exact_size``),
+        or values outside [0, 1] or non-finite (checked only on concrete arrays).
+        """
+        from cnnjax._src.checks import check_images
+
+        return check_images(
+            images,
+            channels=self.channels,
+            size=self.input_size if exact_size else None,
+            what=f"images for {self.name!r}",
+        )
+
+
+def _unknown(kind: str, name: str, valid: Sequence[str], where: str) -> str:
+    close = difflib.get_close_matches(str(name), list(valid), n=3)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    return f"unknown {kind} {name!r} for {where}.{hint} Valid {kind}s: {', '.join(valid)}"
+
+
+# --------------------------------------------------------------------------------------------
+# The model bundle
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A model: a pure ``apply`` function, its ``params`` pytree and its ``spec``.
+
+    ``model(images, perturb=None)`` is shorthand for ``model.apply(model.params, images, ...)``.
+    Techniques take the bundle and differentiate ``apply`` with respect to images, params or
+    perturbations as they need.
+
+    Example::
+
+      model = cnnjax.load_model("efficientnet_lite0")
+      acts = model.apply(model.params, images)
+      probs = jax.nn.softmax(acts["logits"])
+    """
+
+    apply: ApplyFn
+    params: Any
+    spec: ModelSpec
+
+    def __call__(self, images: jax.Array, *, perturb: Mapping[str, jax.Array] | None = None):
+        return self.apply(self.params, images, perturb=perturb)
