@@ -12,13 +12,14 @@ import errno
 import math
 import numbers
 import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from cnnjax._src.atomic import atomic_write
 
 __all__ = ["image_grid", "load_image", "load_images", "save_image"]
 
@@ -246,16 +247,7 @@ def save_image(path: str | os.PathLike[str], images: Any) -> Path:
         pixels = pixels[..., :3] * alpha + (1.0 - alpha)
     image = Image.fromarray(np.rint(pixels * 255.0).astype(np.uint8))
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            image.save(f, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: image.save(f, format=fmt, **_SAVE_OPTIONS.get(fmt, {})))
 
 
 def _check_image_file(path: str | os.PathLike[str]) -> Path:

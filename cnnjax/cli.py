@@ -1,0 +1,125 @@
+"""The ``cnnjax`` command.
+
+    cnnjax classify IMAGE... [--model NAME] [--top K]
+    cnnjax models [--layers]
+    cnnjax demo --out DIR [--full]
+
+Bad arguments print a usage message and exit with status 2; a bad file or value exits with
+status 1 and a one-line message (never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage + message + exit 2, as argparse does, but to stderr only
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _model_names():
+    from cnnjax.models.zoo import list_models
+
+    return list(list_models())
+
+
+def _cmd_classify(args) -> int:
+    import numpy as np
+
+    from cnnjax._src.image_io import load_image
+    from cnnjax.models.zoo import load_model
+    from cnnjax.techniques.classify import classify
+
+    model = load_model(args.model)
+    spec = model.spec
+    # Check every file before any model work.
+    images = [load_image(p, spec.input_size, resize=spec.resize_size) for p in args.images]
+    k = min(args.top, spec.num_classes)
+    probs, idx = classify(model, np.concatenate(images), k=k)
+    for path, p_row, i_row in zip(args.images, np.asarray(probs), np.asarray(idx)):
+        print(path)
+        for p, i in zip(p_row, i_row):
+            print(f"  {p:7.2%}  {spec.class_name(int(i))} ({int(i)})")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from cnnjax.models.zoo import list_models, load_model
+
+    for name, desc in list_models().items():
+        print(f"{name}: {desc}")
+        if args.layers:
+            spec = load_model(name).spec
+            for layer in spec.layers:
+                shape = "x".join(map(str, layer.shape))
+                extra = f"  stride {layer.stride}" if layer.stride else ""
+                extra += f"  rf {layer.receptive_field}" if layer.receptive_field else ""
+                print(f"  {layer.name:<10} {shape:<12}{extra}")
+        else:
+            spec = load_model(name).spec
+            print(f"  layers: {', '.join(spec.layer_names)}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from cnnjax.report.demo import run_demo
+
+    path = run_demo(args.out, model_name=args.model, full=args.full, progress=not args.quiet)
+    print(f"wrote {path}\nopen it in a browser: file://{path.resolve()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnjax", description="Train CNNs and understand what they learned.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("classify", help="print the top classes of images")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
+    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    p.add_argument("--top", type=_positive_int, default=5, metavar="K", help="classes per image (5)")
+    p.set_defaults(run=_cmd_classify)
+
+    p = sub.add_parser("models", help="list the bundled models and their layers")
+    p.add_argument("--layers", action="store_true", help="shapes, strides and receptive fields")
+    p.set_defaults(run=_cmd_models)
+
+    p = sub.add_parser("demo", help="write an HTML report of what cnnjax can do")
+    p.add_argument("--out", type=Path, default=Path("cnnjax-report"), help="output folder")
+    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    p.add_argument("--full", action="store_true", help="published settings (slower)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, OSError) as e:
+        print(f"cnnjax {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

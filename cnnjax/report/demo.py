@@ -1,0 +1,99 @@
+"""``cnnjax demo``: a report of everything the library does, on the default model and photos.
+
+Each technique contributes one section function ``(ctx: DemoContext) -> Section`` to
+:data:`SECTIONS`; ``run_demo`` runs them in order with a progress bar and writes
+``OUT/index.html``. Small sizes and step counts by default (the whole demo fits in a few
+minutes on 2 CPU cores); ``full=True`` uses the published settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from cnnjax._src.contract import Model
+from cnnjax._src.samples import sample_photos
+from cnnjax.report.html import Report, Section, bars, figure, table
+from cnnjax.techniques.classify import classify
+
+__all__ = ["DemoContext", "SECTIONS", "run_demo"]
+
+
+@dataclasses.dataclass
+class DemoContext:
+    """What every demo section gets: the model, the photos, the settings and a timer log."""
+
+    model: Model
+    photos: dict[str, np.ndarray]
+    full: bool = False
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def classification_section(ctx: DemoContext) -> Section:
+    names = list(ctx.photos)
+    images = np.concatenate([ctx.photos[n] for n in names])
+    probs, idx = classify(ctx.model, images, k=5)
+    probs, idx = np.asarray(probs), np.asarray(idx)
+    figures = []
+    for i, name in enumerate(names):
+        labels = [f"{ctx.model.spec.class_name(int(c))} ({int(c)})" for c in idx[i]]
+        figures.append(figure(images[i], f"<b>{name}</b>{bars(labels, probs[i])}"))
+    body = (
+        f"<p>Top-5 ImageNet classes of the sample photos (resized to "
+        f"{ctx.model.spec.resize_size}, centre-cropped to {ctx.model.spec.input_size[0]}) by "
+        f"<code>cnnjax.classify</code>.</p><div class=grid>{''.join(figures)}</div>"
+    )
+    return Section("Classification", body)
+
+
+def model_section(ctx: DemoContext) -> Section:
+    spec = ctx.model.spec
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(ctx.model.params))
+    rows = [
+        (layer.name, "x".join(map(str, layer.shape)), layer.stride or "", layer.receptive_field or "")
+        for layer in spec.layers
+    ]
+    source = ", ".join(f"{k}: {v}" for k, v in spec.weights.items())
+    body = (
+        f"<p><b>{spec.name}</b>: {n_params:,} parameters and statistics, input "
+        f"{spec.input_size[0]}x{spec.input_size[1]}x{spec.channels} in [0, 1], "
+        f"{spec.num_classes} classes. Weights: {source}.</p>"
+        + table(["layer", "shape (h x w x c)", "stride", "theoretical receptive field"], rows)
+    )
+    return Section("The model", body)
+
+
+#: The demo's sections, in order. Techniques append theirs here.
+SECTIONS: list[Callable[[DemoContext], Section]] = [classification_section, model_section]
+
+
+def run_demo(
+    out: str | Path, *, model_name: str = "efficientnet_lite0", full: bool = False, progress: bool = True
+) -> Path:
+    """Write ``out/index.html``: every section of :data:`SECTIONS` on a bundled model."""
+    from cnnjax.models.zoo import load_model
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} exists and is not a directory")
+    start = time.perf_counter()
+    model = load_model(model_name)
+    ctx = DemoContext(model, sample_photos(model.spec.input_size[0], model.spec.resize_size), full)
+    report = Report(
+        "cnnjax demo",
+        intro=f"Model <code>{model.spec.name}</code>, backend {jax.default_backend()}, "
+        f"{'published' if full else 'quick'} settings.",
+    )
+    for section_fn in tqdm(SECTIONS, desc="demo", unit="section", disable=not progress):
+        t = time.perf_counter()
+        report.add(section_fn(ctx))
+        ctx.timings[section_fn.__name__] = time.perf_counter() - t
+    total = time.perf_counter() - start
+    report.intro += f" Written in {total:.1f} s."
+    return report.save(out / "index.html")

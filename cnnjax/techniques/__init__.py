@@ -1,0 +1,1 @@
+"""Techniques: pure, jit-compiled functions over a model's parameters."""
