@@ -223,14 +223,18 @@ class ValueMapping:
     def __call__(self, images: jax.Array) -> jax.Array:
         if self.bgr:
             images = images[..., ::-1]
-        mean = jnp.asarray(self.mean, images.dtype)
-        std = jnp.asarray(self.std, images.dtype)
-        return (images - mean) / std
+        return (images - self._channels(self.mean, images)) / self._channels(self.std, images)
 
     def invert(self, model_input: jax.Array) -> jax.Array:
         """Map model-range values back to [0, 1] images (for display)."""
-        images = model_input * jnp.asarray(self.std) + jnp.asarray(self.mean)
+        std, mean = self._channels(self.std, model_input), self._channels(self.mean, model_input)
+        images = model_input * std + mean
         return images[..., ::-1] if self.bgr else images
+
+    @staticmethod
+    def _channels(values: tuple[float, ...], like: jax.Array) -> jax.Array:
+        """``values`` shaped to broadcast over the last axis of ``like`` without rank promotion."""
+        return jnp.asarray(values, like.dtype).reshape((1,) * (like.ndim - 1) + (-1,))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ Flax is imported only inside the adapters that need it.
 
 from __future__ import annotations
 
+import collections
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -44,7 +45,8 @@ class Tape:
 
     def __init__(self, perturb: Mapping[str, jax.Array] | None = None):
         self.perturb = dict(perturb or {})
-        self.acts: dict[str, jax.Array] = {}
+        # An OrderedDict keeps forward order through jit/vmap (plain dicts come back sorted).
+        self.acts: collections.OrderedDict[str, jax.Array] = collections.OrderedDict()
 
     def __call__(self, name: str, h: jax.Array) -> jax.Array:
         if name in self.acts:
@@ -63,7 +65,7 @@ class Tape:
                     f"perturbation for layer {name!r} has shape {delta.shape}, larger than the "
                     f"activation's shape {h.shape}"
                 )
-            h = h + delta.astype(h.dtype)
+            h = h + jnp.broadcast_to(delta.astype(h.dtype), h.shape)
         self.acts[name] = h
         return h
 
@@ -247,7 +249,7 @@ def from_linen(module: Any, variables: Any, spec: ModelSpec | None = None, **spe
             if context.method_name == "__call__" and path:
                 name = "/".join(path)
                 if name in tap.perturb:
-                    out = out + jnp.asarray(tap.perturb[name], out.dtype)
+                    out = out + jnp.broadcast_to(jnp.asarray(tap.perturb[name], out.dtype), out.shape)
             return out
 
         with nn.intercept_methods(interceptor):

@@ -75,7 +75,7 @@ class ConvBN(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         inv = self.scale[...] * jax.lax.rsqrt(self.var[...] + BN_EPS)
-        kernel = self.kernel[...] * inv
+        kernel = self.kernel[...] * inv.reshape((1,) * (self.kernel.ndim - 1) + (-1,))
         if self.kind == "pointwise":
             y = jnp.tensordot(x, kernel, axes=1)
         elif self.kind == "depthwise":
@@ -84,7 +84,8 @@ class ConvBN(nnx.Module):
             y = jax.lax.conv_general_dilated(
                 x, kernel, (self.stride, self.stride), "SAME",
                 dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
-        return y + (self.bias[...] - self.mean[...] * inv)
+        shift = self.bias[...] - self.mean[...] * inv
+        return y + shift.reshape((1,) * (y.ndim - 1) + (-1,))
 
 
 class MBConv(nnx.Module):
