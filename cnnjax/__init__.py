@@ -22,6 +22,7 @@ from cnnjax._src.image_io import image_grid as image_grid
 from cnnjax._src.image_io import load_image as load_image
 from cnnjax._src.image_io import load_images as load_images
 from cnnjax._src.image_io import save_image as save_image
+from cnnjax._src.samples import sample_photos as sample_photos
 from cnnjax.models import Tape as Tape
 from cnnjax.models import from_function as from_function
 from cnnjax.models import from_linen as from_linen
@@ -56,6 +57,7 @@ __all__ = [
     "load_model",
     "models",
     "pytree_dataclass",
+    "sample_photos",
     "save_image",
     "static_field",
 ]

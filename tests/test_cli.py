@@ -1,0 +1,120 @@
+"""The ``cnnjax`` command: output, exit codes, usage messages instead of tracebacks, the demo
+report (also rendered in a real headless browser when Chromium is installed)."""
+
+import re
+import shutil
+import subprocess
+import sys
+from importlib import resources
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnjax.cli import main
+
+PHOTOS = resources.files("cnnjax").joinpath("assets/photos")
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_classify_prints_top_classes(capsys):
+    with resources.as_file(PHOTOS.joinpath("coffee.png")) as coffee:
+        code, out, err = run(capsys, "classify", str(coffee), "--top", "3")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].endswith("coffee.png") and len(lines) == 4
+    assert re.match(r"\s+9\d\.\d\d%\s+espresso \(967\)", lines[1])
+
+
+def test_models_lists_layers(capsys):
+    code, out, _ = run(capsys, "models", "--layers")
+    assert code == 0
+    assert "efficientnet_lite0" in out
+    assert re.search(r"block_15\s+7x7x320\s+stride 32", out)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["classify"], "the following arguments are required: IMAGE"),
+        (["classify", "x.png", "--top", "zero"], "expected a positive integer"),
+        (["classify", "x.png", "--model", "vgg"], "invalid choice: 'vgg'"),
+    ],
+)
+def test_bad_arguments_give_usage_and_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: cnnjax") and message in err
+    assert "Traceback" not in err
+
+
+def test_bad_files_give_one_line_and_exit_1(capsys, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    for path, message in [
+        (tmp_path / "missing.png", "no such image file"),
+        (tmp_path, "is a directory"),
+        (text, "is not an image Pillow can read"),
+        (empty, "is empty (0 bytes)"),
+    ]:
+        code, out, err = run(capsys, "classify", str(path))
+        assert code == 1 and out == ""
+        assert err.startswith("cnnjax classify: error:") and message in err, err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_console_script_runs_without_traceback(tmp_path):
+    exe = shutil.which("cnnjax")
+    cmd = [exe] if exe else [sys.executable, "-m", "cnnjax.cli"]
+    bad = subprocess.run(cmd + ["classify", str(tmp_path / "nope.png")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "no such image file" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    return out / "index.html"
+
+
+def test_demo_writes_a_self_contained_report(demo_report):
+    html = demo_report.read_text()
+    assert "<h2>Classification</h2>" in html and "<h2>The model</h2>" in html
+    assert html.count('src="data:image/png;base64,') == 4  # the four photos, embedded
+    assert "espresso (967)" in html
+    assert "block_15" in html
+    assert not re.search(r'src="(?!data:)', html), "no external resources"
+    assert demo_report.stat().st_mode & 0o044, "readable by others, like any written file"
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium not installed (apt-get install chromium)")
+def test_demo_report_renders_in_a_headless_browser(demo_report, tmp_path):
+    shot = tmp_path / "shot.png"
+    cmd = [
+        _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1200,1400",
+        f"--screenshot={shot}", demo_report.as_uri(),
+    ]  # fmt: skip
+    subprocess.run(cmd, capture_output=True, timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
+    # The probability bars are drawn in #4a7bd0; the photos bring thousands of distinct colours.
+    bar_pixels = np.sum(np.all(np.abs(pixels - [0x4A, 0x7B, 0xD0]) <= 2, axis=1))
+    distinct = len(np.unique(pixels[:, 0] * 65536 + pixels[:, 1] * 256 + pixels[:, 2]))
+    assert bar_pixels > 500, bar_pixels
+    assert distinct > 5000, distinct

@@ -1,0 +1,29 @@
+"""The README's examples run, and its Quick start is what CI runs."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+TEXT = README.read_text() if README.is_file() else ""
+BLOCKS = re.findall(r"```python\n(.*?)```", TEXT, re.S)
+
+pytestmark = pytest.mark.skipif(not TEXT, reason="README.md is not beside the tests (installed package)")
+
+
+def test_quick_start_has_two_commands():
+    section = re.search(r"^## Quick start\n(.*?)(?=^## )", TEXT, re.S | re.M).group(1)
+    commands = [c for c in re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines() if c]
+    assert len(commands) == 2
+    assert "cnnjax demo" in commands[0] and "pytest" in commands[1]
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_python_examples_run_and_print_what_they_say(index, capsys):
+    code = BLOCKS[index]
+    exec(compile(code, f"README.md python block {index}", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    promised = [m.group(1).strip() for m in re.finditer(r"print\(.*\)[ \t]+# (.*)", code)]
+    promised += [line[2:].strip() for line in code.splitlines() if line.startswith("# (")]
+    assert printed == promised
