@@ -1,0 +1,41 @@
+"""Packaging: the wheel carries every package, the assets and the bundled weights."""
+
+import re
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not (ROOT / "pyproject.toml").is_file(), reason="needs the source tree")
+
+
+def test_every_package_is_listed():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "cnnjax").rglob("__init__.py")
+    }
+    assert found | {"cnnjax.weights"} == listed
+
+
+def test_wheel_contains_weights_assets_and_entry_point(tmp_path):
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+           "-w", str(tmp_path), str(ROOT)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("cnnjax-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for required in [
+        "cnnjax/weights/efficientnet_lite0.safetensors",
+        "cnnjax/weights/efficientnet_lite0.json",
+        "cnnjax/assets/imagenet_classes.tsv",
+        "cnnjax/assets/photos/coffee.png",
+        "cnnjax/assets/photos/LICENSE.md",
+        "cnnjax/cli.py",
+    ]:
+        assert required in names, required
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert re.search(r"cnnjax\s*=\s*cnnjax\.cli:main", text)
