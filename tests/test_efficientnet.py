@@ -84,12 +84,12 @@ def test_fast_depthwise_model_equals_xla_depthwise_model(model, photos):
     tensors, _ = load_checked("efficientnet_lite0")
     xla = assign_tensors(lambda: EfficientNetLite0(rngs=nnx.Rngs(0), depthwise_impl="xla"), tensors, "w")
     x = photos["chelsea.png"][:, ::2, ::2]  # 112x112 keeps the XLA gradient's compile short
-    ours = model(x)
-    theirs = xla(x)
+    ours = jax.jit(model.__call__)(x)
+    theirs = jax.jit(lambda x: xla(x))(x)
     for layer in ("block_3", "block_11", "logits"):
         np.testing.assert_allclose(ours[layer], theirs[layer], atol=2e-4, rtol=1e-4, err_msg=layer)
-    g_ours = jax.grad(lambda x: model(x)["logits"][0, 281])(x)
-    g_xla = jax.grad(lambda x: xla(x)["logits"][0, 281])(x)
+    g_ours = jax.jit(jax.grad(lambda x: model(x)["logits"][0, 281]))(x)
+    g_xla = jax.jit(jax.grad(lambda x: xla(x)["logits"][0, 281]))(x)
     np.testing.assert_allclose(g_ours, g_xla, atol=1e-5 * float(jnp.abs(g_xla).max()) * 10)
 
 
