@@ -16,6 +16,8 @@ from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
+_CLASSIFY_BATCH = 32  # images per compiled call (bounded memory for long lists)
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # usage + message + exit 2, as argparse does, but to stderr only
@@ -31,6 +33,7 @@ def _model_names():
 
 def _cmd_classify(args) -> int:
     import numpy as np
+    from tqdm.auto import tqdm
 
     from cnnjax._src.image_io import load_image
     from cnnjax.models.zoo import load_model
@@ -38,14 +41,17 @@ def _cmd_classify(args) -> int:
 
     model = load_model(args.model)
     spec = model.spec
+    k = min(args.top, spec.num_classes)
     # Check every file before any model work.
     images = [load_image(p, spec.input_size, resize=spec.resize_size) for p in args.images]
-    k = min(args.top, spec.num_classes)
-    probs, idx = classify(model, np.concatenate(images), k=k)
-    for path, p_row, i_row in zip(args.images, np.asarray(probs), np.asarray(idx)):
-        print(path)
-        for p, i in zip(p_row, i_row):
-            print(f"  {p:7.2%}  {spec.class_name(int(i))} ({int(i)})")
+    chunks = range(0, len(images), _CLASSIFY_BATCH)
+    for start in tqdm(chunks, desc="classify", unit="batch", disable=len(chunks) < 2, leave=False):
+        batch = images[start : start + _CLASSIFY_BATCH]
+        probs, idx = classify(model, np.concatenate(batch), k=k)
+        for path, p_row, i_row in zip(args.images[start:], np.asarray(probs), np.asarray(idx)):
+            print(path)
+            for p, i in zip(p_row, i_row):
+                print(f"  {p:7.2%}  {spec.class_name(int(i))} ({int(i)})")
     return 0
 
 
