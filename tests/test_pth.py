@@ -117,7 +117,8 @@ def test_hostile_pickle_is_refused_and_never_executed(tmp_path, fake_torch):
 
 def test_hostile_header_is_refused(tmp_path):
     marker = tmp_path / "pwned"
-    with pytest.raises(ValueError, match=r"evil\.pth: refusing to load the global (builtins|__builtin__)\.exec"):
+    message = r"evil\.pth: refusing to load the global (builtins|__builtin__)\.exec"
+    with pytest.raises(ValueError, match=message):
         read_pth_bytes(pickle.dumps(_Hostile(marker), protocol=2), "evil.pth")
     assert not marker.exists()
 
