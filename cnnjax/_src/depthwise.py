@@ -27,10 +27,6 @@ from jax import lax
 
 __all__ = ["depthwise_conv"]
 
-# Up to this many taps, each tap's product is zero-padded on the fly inside one fused loop
-# (no padded copy of the input). Beyond it, the per-element bounds checks cost more than a
-# padded copy, so the input is padded once and sliced.
-_MAX_FUSED_TAPS = 9
 # Kernel gradient: target bytes of cotangent per scanned batch chunk (tuned on 2 cores).
 _CHUNK_BYTES = 8_000_000
 # Kernel gradient: output rows summed explicitly per fused loop.
@@ -67,14 +63,6 @@ def _correlate(x, kernel, lo, s, out_hw):
     (h, w), (ho, wo) = x.shape[1:3], out_hw
     span = (s * (ho - 1) + 1, s * (wo - 1) + 1)  # extent read by one tap
     out = None
-    if kh * kw <= _MAX_FUSED_TAPS:
-        for i in range(kh):
-            for j in range(kw):
-                hi = (span[0] - h - lo[0] + i, span[1] - w - lo[1] + j)
-                t = _pad(x * _tap(kernel, i, j), (lo[0] - i, lo[1] - j), hi)
-                t = _window(t, 0, 0, ho, wo, s) if s > 1 else t
-                out = t if out is None else out + t
-        return out
     xp = _pad(x, lo, (span[0] + kh - 1 - h - lo[0], span[1] + kw - 1 - w - lo[1]))
     for i in range(kh):
         for j in range(kw):
