@@ -5,7 +5,8 @@
 One JSON line per case: device, batch, compile seconds, steady-state seconds (median),
 images per second, achieved FLOP/s and the fraction of this machine's matmul peak measured
 in the same run. FLOPs are XLA's own count (2 per multiply-add) for the network with XLA's
-convolutions, so the figure does not depend on how cnnjax computes them. The input gradient
+grouped convolution for the depthwise layers, so the figure does not depend on how cnnjax
+computes them. The input gradient
 is ``d logits[:, c].sum() / d images``. A baseline case runs the same network with XLA's
 grouped convolution for the depthwise layers (``depthwise_impl="xla"``), for the speed-up
 measured in the same run.
@@ -42,7 +43,7 @@ def functions(model: cnnjax.Model):
 
 
 def flops_per_image(reference: cnnjax.Model) -> dict[str, float]:
-    """XLA's FLOP count per image for each case, from the XLA-convolution network at batch 1."""
+    """XLA's FLOP count per image for each case, from the XLA-depthwise network at batch 1."""
     x = jnp.zeros((1, 224, 224, 3))
     out = {}
     for case, (fn, args) in functions(reference).items():
