@@ -119,10 +119,13 @@ def test_corrupted_weights_are_refused(weights_copy):
         cnnjax.load_model("efficientnet_lite0")
 
 
-def test_truncated_weights_are_refused(weights_copy):
+def test_truncated_weights_are_refused(weights_copy, monkeypatch):
     weights_copy.write_bytes(weights_copy.read_bytes()[:1000])
     with pytest.raises(ValueError, match=rf"{weights_copy} has 1000 bytes.*truncated"):
         cnnjax.load_model("efficientnet_lite0")
+    monkeypatch.delenv("CNNJAX_WEIGHTS")  # the same folder given explicitly
+    with pytest.raises(ValueError, match=rf"{weights_copy} has 1000 bytes.*truncated"):
+        cnnjax.load_model("efficientnet_lite0", weights_dir=weights_copy.parent)
 
 
 def test_missing_weights_are_refused(weights_copy):

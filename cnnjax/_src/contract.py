@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax._src.checks import check_images
+
 __all__ = [
     "Activations",
     "ApplyFn",
@@ -346,8 +348,6 @@ class ModelSpec:
         size smaller than 8 pixels (or different from ``input_size`` when ``exact_size``),
         or values outside [0, 1] or non-finite (checked only on concrete arrays).
         """
-        from cnnjax._src.checks import check_images
-
         return check_images(
             images,
             channels=self.channels,

@@ -136,22 +136,12 @@ def _write_manifest(out_dir: Path, manifest: dict) -> None:
 
 def _record_logits(out_dir: Path) -> dict:
     """Logits of the sample photos under the freshly converted weights in ``out_dir``."""
-    import os
-
     import jax
 
     from cnnjax._src.samples import sample_photos
     from cnnjax.models.zoo import load_model
 
-    old = os.environ.get("CNNJAX_WEIGHTS")
-    os.environ["CNNJAX_WEIGHTS"] = str(out_dir)
-    try:
-        model = load_model("efficientnet_lite0")
-    finally:
-        if old is None:
-            del os.environ["CNNJAX_WEIGHTS"]
-        else:
-            os.environ["CNNJAX_WEIGHTS"] = old
+    model = load_model("efficientnet_lite0", weights_dir=out_dir)
     recorded = {}
     forward = jax.jit(lambda x: model(x)["logits"])
     for name, x in sample_photos(224, resize=256).items():

@@ -8,6 +8,7 @@ sha256 against the manifest and needs no network.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Mapping
 from importlib import resources
 
@@ -66,13 +67,13 @@ def assign_tensors(module_factory: Callable, tensors: Mapping[str, np.ndarray], 
     return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 
-def _efficientnet_lite0() -> Model:
+def _efficientnet_lite0(directory: str | os.PathLike | None) -> Model:
     from flax import nnx
 
     from cnnjax.models.adapters import from_nnx
     from cnnjax.models.efficientnet import VALUE_MAPPING, EfficientNetLite0
 
-    tensors, manifest = load_checked("efficientnet_lite0")
+    tensors, manifest = load_checked("efficientnet_lite0", directory)
     module = assign_tensors(lambda: EfficientNetLite0(rngs=nnx.Rngs(0)), tensors, manifest["file"])
     spec = manifest["spec"]
     return from_nnx(
@@ -88,7 +89,7 @@ def _efficientnet_lite0() -> Model:
     )
 
 
-_MODELS: dict[str, tuple[Callable[[], Model], str]] = {
+_MODELS: dict[str, tuple[Callable[..., Model], str]] = {
     "efficientnet_lite0": (
         _efficientnet_lite0,
         "EfficientNet-Lite0, ImageNet-1k (224x224 RGB), the default model",
@@ -101,11 +102,13 @@ def list_models() -> dict[str, str]:
     return {name: desc for name, (_, desc) in _MODELS.items()}
 
 
-def load_model(name: str = "efficientnet_lite0") -> Model:
+def load_model(name: str = "efficientnet_lite0", *, weights_dir: str | os.PathLike | None = None) -> Model:
     """Load a bundled pretrained model.
 
     Args:
       name: one of :func:`list_models` (default ``"efficientnet_lite0"``).
+      weights_dir: a folder holding ``NAME.safetensors`` and its manifest ``NAME.json``
+        instead of the bundled ones (default: ``$CNNJAX_WEIGHTS``, else the bundled folder).
 
     Returns:
       A :class:`~cnnjax.Model` with ``apply(params, images, *, perturb=None)``, ``params``
@@ -123,4 +126,4 @@ def load_model(name: str = "efficientnet_lite0") -> Model:
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; bundled models: {', '.join(_MODELS)}")
-    return _MODELS[name][0]()
+    return _MODELS[name][0](weights_dir)

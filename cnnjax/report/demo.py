@@ -95,5 +95,6 @@ def run_demo(
         report.add(section_fn(ctx))
         ctx.timings[section_fn.__name__] = time.perf_counter() - t
     total = time.perf_counter() - start
-    report.intro += f" Written in {total:.1f} s."
+    parts = ", ".join(f"{name.removesuffix('_section')} {t:.1f} s" for name, t in ctx.timings.items())
+    report.intro += f" Written in {total:.1f} s ({parts})."
     return report.save(out / "index.html")
