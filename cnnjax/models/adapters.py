@@ -156,6 +156,10 @@ def build_spec(
     )
 
 
+def _value_mapping(spec: ModelSpec | None, spec_kwargs: Mapping[str, Any]) -> ValueMapping:
+    return spec.value_mapping if spec else spec_kwargs.get("value_mapping", ValueMapping())
+
+
 def _model(raw_apply: Callable, params: Any, spec: ModelSpec | None, **spec_kwargs) -> Model:
     if spec is None:
         spec = build_spec(raw_apply, params, **spec_kwargs)
@@ -188,7 +192,7 @@ def from_function(
           return h.mean((1, 2)) @ p["dense"]
       model = from_function(fn, params, name="tiny", input_size=32)
     """
-    value_mapping = spec.value_mapping if spec else spec_kwargs.get("value_mapping", ValueMapping())
+    value_mapping = _value_mapping(spec, spec_kwargs)
 
     def apply(params, images, *, perturb=None):
         return record(lambda x, tap: fn(params, x, tap), images, value_mapping, perturb)
@@ -217,7 +221,7 @@ def from_nnx(module: Any, spec: ModelSpec | None = None, **spec_kwargs) -> Model
             f"named layer; its signature is {sig}"
         )
     graphdef, state = nnx.split(module)
-    value_mapping = spec.value_mapping if spec else spec_kwargs.get("value_mapping", ValueMapping())
+    value_mapping = _value_mapping(spec, spec_kwargs)
 
     def apply(params, images, *, perturb=None):
         m = nnx.merge(graphdef, params)
@@ -240,7 +244,7 @@ def from_linen(module: Any, variables: Any, spec: ModelSpec | None = None, **spe
 
     if not isinstance(module, nn.Module):
         raise ValueError(f"from_linen expects a flax.linen.Module, got {type(module).__name__}")
-    value_mapping = spec.value_mapping if spec else spec_kwargs.get("value_mapping", ValueMapping())
+    value_mapping = _value_mapping(spec, spec_kwargs)
 
     def forward(variables, x, tap):
         def interceptor(next_fun, args, kwargs, context):
