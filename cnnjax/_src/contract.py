@@ -374,6 +374,10 @@ class Model:
     Techniques take the bundle and differentiate ``apply`` with respect to images, params or
     perturbations as they need.
 
+    ``train_apply(params, images, key) -> logits``, when present, is the forward in training
+    mode (dropout drawn from the explicit ``key``); training uses it, everything else uses
+    ``apply`` (evaluation mode).
+
     Example::
 
       model = cnnjax.load_model("efficientnet_lite0")
@@ -384,6 +388,7 @@ class Model:
     apply: ApplyFn
     params: Any
     spec: ModelSpec
+    train_apply: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None
 
     def __call__(self, images: jax.Array, *, perturb: Mapping[str, jax.Array] | None = None):
         return self.apply(self.params, images, perturb=perturb)

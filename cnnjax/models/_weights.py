@@ -69,7 +69,7 @@ def encode_safetensors(tensors: Mapping[str, np.ndarray], metadata: Mapping[str,
         header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
     blobs, offset = [], 0
     for name in sorted(tensors):
-        arr = np.ascontiguousarray(tensors[name])
+        arr = np.asarray(tensors[name], order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
         code = _CODES.get(arr.dtype.newbyteorder("<").str if arr.dtype.byteorder == ">" else arr.dtype.str)
         if code is None:
             raise ValueError(f"tensor {name!r}: unsupported dtype {arr.dtype}")

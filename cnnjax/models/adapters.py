@@ -160,12 +160,12 @@ def _value_mapping(spec: ModelSpec | None, spec_kwargs: Mapping[str, Any]) -> Va
     return spec.value_mapping if spec else spec_kwargs.get("value_mapping", ValueMapping())
 
 
-def _model(raw_apply: Callable, params: Any, spec: ModelSpec | None, **spec_kwargs) -> Model:
+def _model(raw_apply: Callable, params: Any, spec: ModelSpec | None, train_apply=None, **spec_kwargs):
     if spec is None:
         spec = build_spec(raw_apply, params, **spec_kwargs)
     elif spec_kwargs:
         raise ValueError(f"give either spec or {sorted(spec_kwargs)}, not both")
-    return Model(apply=_checked(raw_apply, spec), params=params, spec=spec)
+    return Model(apply=_checked(raw_apply, spec), params=params, spec=spec, train_apply=train_apply)
 
 
 def from_function(
@@ -204,7 +204,9 @@ def from_nnx(module: Any, spec: ModelSpec | None = None, **spec_kwargs) -> Model
     """Wrap a Flax NNX module as a :class:`~cnnjax.Model`.
 
     The module computes ``forward(self, x, tap) -> logits`` if it has such a method, else
-    ``__call__(self, x, tap)``. Its state is split once (``nnx.split``): ``params`` is the
+    ``__call__(self, x, tap)``. If that method also takes ``dropout_key``, the model gets a
+    ``train_apply(params, images, key)`` that passes the key (training mode). Its state is
+    split once (``nnx.split``): ``params`` is the
     module's whole state (parameters and, e.g., BatchNorm statistics) and ``apply`` merges it
     back inside a pure function, so ``jax.grad`` with respect to ``params`` works. The module is
     used as it is: put it in eval mode (``module.eval()``) first if it has dropout or BatchNorm.
@@ -227,7 +229,14 @@ def from_nnx(module: Any, spec: ModelSpec | None = None, **spec_kwargs) -> Model
         m = nnx.merge(graphdef, params)
         return record(getattr(m, method), images, value_mapping, perturb)
 
-    return _model(apply, state, spec, **spec_kwargs)
+    train_apply = None
+    if "dropout_key" in sig.parameters:
+
+        def train_apply(params, images, key):
+            m = nnx.merge(graphdef, params)
+            return getattr(m, method)(value_mapping(images), Tape(), dropout_key=key)
+
+    return _model(apply, state, spec, train_apply, **spec_kwargs)
 
 
 def from_linen(module: Any, variables: Any, spec: ModelSpec | None = None, **spec_kwargs) -> Model:

@@ -1,0 +1,29 @@
+"""Training CNNs: optax optimisers in the course notes' form, regularisation, data, ``fit``."""
+
+from cnnjax.training.loop import FitResult as FitResult
+from cnnjax.training.loop import TrainState as TrainState
+from cnnjax.training.loop import evaluate as evaluate
+from cnnjax.training.loop import fit as fit
+from cnnjax.training.loop import make_train_step as make_train_step
+from cnnjax.training.optim import accuracy as accuracy
+from cnnjax.training.optim import cross_entropy as cross_entropy
+from cnnjax.training.optim import decoupled_weight_decay as decoupled_weight_decay
+from cnnjax.training.optim import l2_mask as l2_mask
+from cnnjax.training.optim import l2_penalty as l2_penalty
+from cnnjax.training.optim import momentum_sgd as momentum_sgd
+from cnnjax.training.optim import sgd as sgd
+
+__all__ = [
+    "FitResult",
+    "TrainState",
+    "accuracy",
+    "cross_entropy",
+    "decoupled_weight_decay",
+    "evaluate",
+    "fit",
+    "l2_mask",
+    "l2_penalty",
+    "make_train_step",
+    "momentum_sgd",
+    "sgd",
+]

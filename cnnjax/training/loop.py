@@ -1,0 +1,327 @@
+"""``fit``: mini-batch training with validation, early stopping and resumable checkpoints.
+
+The course-notes recipe: initialise the weights randomly; while the validation loss still
+decreases, shuffle the training data (a full permutation per epoch from an explicit key),
+take mini-batch gradient steps, and check the validation loss. The test set is never looked
+at during training.
+
+Speed and determinism: the steps of an epoch run in chunks, each one jit-compiled
+``lax.scan`` that gathers its batches from the device-resident training set, so the host
+syncs once per chunk. Every random draw (the permutation, augmentation, dropout) is derived
+from ``(key, epoch, step)``, and a checkpoint is written atomically after every chunk, so a
+run killed at any moment and started again with the same arguments resumes from the last
+chunk and ends with exactly the parameters of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from cnnjax._src.atomic import atomic_write_bytes
+from cnnjax._src.contract import Model
+from cnnjax.training.checkpoint import load_checkpoint, save_checkpoint
+from cnnjax.training.optim import cross_entropy, l2_penalty, momentum_sgd
+
+__all__ = ["TrainState", "FitResult", "fit", "make_train_step", "evaluate"]
+
+
+class TrainState(NamedTuple):
+    """What a training step updates: the parameters and the optimizer state."""
+
+    params: Any
+    opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """What ``fit`` returns.
+
+    Attributes:
+      model: the model with the best parameters (lowest validation loss).
+      params: those parameters; ``last_params`` are the final ones.
+      history: one dict per epoch (train/validation loss and accuracy, seconds).
+      best_epoch: the epoch of ``params`` (0-based), or None if no epoch finished.
+      stopped: ``"completed"``, ``"early_stopping"`` or ``"diverged"``.
+      message: a sentence saying why training stopped.
+    """
+
+    model: Model
+    params: Any
+    last_params: Any
+    history: list[dict]
+    best_epoch: int | None
+    stopped: str
+    message: str
+
+
+def _train_logits(model: Model) -> Callable:
+    if model.train_apply is not None:
+        return model.train_apply
+    return lambda params, images, key: model.apply(params, images)["logits"]
+
+
+def make_train_step(
+    model: Model,
+    optimizer: optax.GradientTransformation,
+    *,
+    l2: float = 0.0,
+    l2_exclude: tuple[str, ...] = ("bias", "scale"),
+    augment: Callable | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> Callable:
+    """One training step as a pure function ``step(state, images, labels, key) -> (state, metrics)``.
+
+    The loss is ``cross_entropy(train_logits) + l2_penalty(params, l2)``; ``metrics`` holds
+    the batch loss (without the penalty) and the number of correct predictions. With a
+    ``mesh``, the batch is sharded over its first axis (data parallelism; parameters are
+    replicated and XLA inserts the gradient all-reduce).
+    """
+    logits_fn = _train_logits(model)
+
+    def step(state: TrainState, images, labels, key):
+        if mesh is not None:
+            spec = jax.sharding.PartitionSpec(mesh.axis_names[0])
+            images = jax.lax.with_sharding_constraint(images, jax.sharding.NamedSharding(mesh, spec))
+            labels = jax.lax.with_sharding_constraint(labels, jax.sharding.NamedSharding(mesh, spec))
+        aug_key, dropout_key = jax.random.split(key)
+        if augment is not None:
+            images = augment(aug_key, images)
+
+        def loss_fn(params):
+            logits = logits_fn(params, images, dropout_key)
+            data_loss = cross_entropy(logits, labels)
+            total = data_loss + (l2_penalty(params, l2, exclude=l2_exclude) if l2 else 0.0)
+            return total, (data_loss, jnp.sum(jnp.argmax(logits, -1) == labels))
+
+        grads, (loss, correct) = jax.grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state), {"loss": loss, "correct": correct}
+
+    return step
+
+
+def evaluate(model: Model, params: Any, images, labels, *, batch_size: int = 1000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``params`` on a labelled set (evaluation mode)."""
+    n = len(labels)
+    batch_size = min(batch_size, n)
+    nb = math.ceil(n / batch_size)
+    pad = nb * batch_size - n
+    x = jnp.concatenate([jnp.asarray(images), jnp.zeros((pad,) + tuple(images.shape[1:]), jnp.float32)])
+    y = jnp.concatenate([jnp.asarray(labels, jnp.int32), jnp.zeros((pad,), jnp.int32)])
+    mask = jnp.arange(nb * batch_size) < n
+    loss_sum, correct = _eval_sums(model.apply, params, x.reshape((nb, batch_size) + x.shape[1:]),
+                                   y.reshape(nb, batch_size), mask.reshape(nb, batch_size))  # fmt: skip
+    return float(loss_sum) / n, float(correct) / n
+
+
+@functools.partial(jax.jit, static_argnames=("apply",))
+def _eval_sums(apply, params, xs, ys, masks):
+    def body(carry, batch):
+        x, y, m = batch
+        logits = apply(params, x)["logits"]
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        right = (jnp.argmax(logits, -1) == y) & m
+        return (carry[0] + jnp.sum(jnp.where(m, losses, 0.0)), carry[1] + jnp.sum(right)), None
+
+    (loss_sum, correct), _ = jax.lax.scan(body, (jnp.float32(0.0), jnp.int32(0)), (xs, ys, masks))
+    return loss_sum, correct
+
+
+def _chunk_runner(step: Callable, batch_size: int):
+    """A jitted ``lax.scan`` of ``step`` over the batches ``perm[start : start + length]``."""
+
+    @functools.partial(jax.jit, static_argnames=("length",))
+    def run(state, images, labels, perm, epoch_key, start, length):
+        def body(state, i):
+            idx = jax.lax.dynamic_slice(perm, ((start + i) * batch_size,), (batch_size,))
+            key = jax.random.fold_in(epoch_key, start + i)
+            state, m = step(state, images[idx], labels[idx], key)
+            return state, (m["loss"], m["correct"])
+
+        state, (losses, correct) = jax.lax.scan(body, state, jnp.arange(length))
+        return state, jnp.sum(losses), jnp.sum(correct), jnp.all(jnp.isfinite(losses))
+
+    return run
+
+
+def fit(
+    model: Model,
+    train: tuple[Any, Any],
+    val: tuple[Any, Any],
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    epochs: int = 20,
+    batch_size: int = 128,
+    key: int | jax.Array = 0,
+    l2: float = 0.0,
+    l2_exclude: tuple[str, ...] = ("bias", "scale"),
+    augment: Callable | None = None,
+    patience: int | None = 5,
+    checkpoint_dir: str | Path | None = None,
+    steps_per_checkpoint: int = 100,
+    progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
+) -> FitResult:
+    """Train ``model.params`` with mini-batch gradient steps; keep the best by validation loss.
+
+    Each epoch: a fresh permutation of the training set from ``fold_in(key, epoch)``, then
+    ``len(train) // batch_size`` steps (the remainder of the permutation waits for the next
+    epoch), then the validation loss and accuracy. Training stops after ``epochs``, when the
+    validation loss has not improved for ``patience`` epochs, or when the loss stops being
+    finite (the divergence is reported and the last good state is kept).
+
+    Args:
+      model: the model to train; ``model.train_apply`` (dropout etc.) is used if present.
+      train: ``(images, labels)`` (a ``Dataset`` works), images float32 NHWC in [0, 1].
+      val: the validation set, same form.
+      optimizer: an optax transformation (default: the notes' momentum SGD, lr 0.05, 0.9).
+      epochs: the most epochs to run.
+      batch_size: examples per step.
+      key: an int seed or a JAX key; every random draw derives from it.
+      l2: the L2 penalty weight lambda (``C = C0 + lambda sum w^2``), excluding leaves named
+        in ``l2_exclude``.
+      augment: ``augment(key, images) -> images`` applied to each training batch.
+      patience: epochs without improvement before stopping (None: never stop early).
+      checkpoint_dir: where ``last.ckpt``, ``best.ckpt`` and ``metrics.jsonl`` go; a run
+        started again with the same arguments resumes from ``last.ckpt``.
+      steps_per_checkpoint: steps per compiled chunk and per checkpoint.
+      progress: show a progress bar.
+      mesh: shard each batch over the mesh's first axis (data parallelism).
+
+    Returns:
+      A :class:`FitResult`.
+
+    Raises:
+      ValueError: bad data (shapes, label range, empty sets), a batch larger than the training
+        set, a corrupted checkpoint (named; it is not overwritten).
+    """
+    images, labels = _check_split(model, *train, "training set")
+    val_images, val_labels = _check_split(model, *val, "validation set")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if batch_size > len(labels):
+        raise ValueError(f"batch_size {batch_size} is larger than the training set ({len(labels)} examples)")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if mesh is not None and batch_size % mesh.devices.shape[0]:
+        raise ValueError(f"batch_size {batch_size} must divide over {mesh.devices.shape[0]} devices")
+    optimizer = optimizer or momentum_sgd(0.05, 0.9)
+    key = jax.random.key(key) if isinstance(key, int) else key
+    step = make_train_step(model, optimizer, l2=l2, l2_exclude=l2_exclude, augment=augment, mesh=mesh)
+    run_chunk = _chunk_runner(step, batch_size)
+    steps_per_epoch = len(labels) // batch_size
+    chunk = max(1, min(steps_per_checkpoint, steps_per_epoch))
+
+    state = TrainState(model.params, optimizer.init(model.params))
+    best = {"epoch": None, "val_loss": math.inf, "params": model.params}
+    history: list[dict] = []
+    epoch, start = 0, 0
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt_dir is not None and (ckpt_dir / "last.ckpt").exists():
+        (state, best_params), record = load_checkpoint(ckpt_dir / "last.ckpt", (state, model.params))
+        epoch, start, history = record["epoch"], record["step"], record["history"]
+        best = {"epoch": record["best_epoch"], "val_loss": record["best_val_loss"], "params": best_params}
+        sums = record["sums"]
+    else:
+        sums = [0.0, 0]  # the epoch's training loss sum and correct count so far
+
+    def save_last():
+        if ckpt_dir is not None:
+            record = {"epoch": epoch, "step": start, "history": history, "sums": sums,
+                      "best_epoch": best["epoch"], "best_val_loss": best["val_loss"]}  # fmt: skip
+            save_checkpoint(ckpt_dir / "last.ckpt", (state, best["params"]), record)
+
+    images_dev, labels_dev = jnp.asarray(images), jnp.asarray(labels)
+    stopped, message = "completed", f"completed {epochs} epochs"
+    bad_epochs = _epochs_since_best(history, best["epoch"])
+    while epoch < epochs and stopped == "completed":
+        if patience is not None and bad_epochs >= patience:
+            break
+        t0 = time.perf_counter()
+        perm_key, epoch_key = jax.random.split(jax.random.fold_in(key, epoch))
+        perm = jax.random.permutation(perm_key, len(labels))
+        bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{epochs}",
+                   unit="step", disable=not progress, leave=False, file=sys.stderr)  # fmt: skip
+        while start < steps_per_epoch:
+            length = min(chunk, steps_per_epoch - start)
+            new_state, l_sum, c_sum, finite = run_chunk(
+                state, images_dev, labels_dev, perm, epoch_key, start, length
+            )
+            if not bool(finite):
+                stopped = "diverged"
+                message = (f"training diverged in epoch {epoch + 1} (steps {start}-{start + length}): "
+                           "the loss is not finite; lower the learning rate. Kept the last good "
+                           "state" + (f" ({ckpt_dir / 'last.ckpt'})" if ckpt_dir else ""))  # fmt: skip
+                break
+            state, start = new_state, start + length
+            sums = [sums[0] + float(l_sum), sums[1] + int(c_sum)]
+            bar.update(length)
+            bar.set_postfix(loss=f"{float(l_sum) / length:.4f}")
+            save_last()
+        bar.close()
+        if stopped == "diverged":
+            break
+        val_loss, val_acc = evaluate(model, state.params, val_images, val_labels)
+        history.append({
+            "epoch": epoch + 1, "train_loss": sums[0] / steps_per_epoch,
+            "train_accuracy": sums[1] / (steps_per_epoch * batch_size),
+            "val_loss": val_loss, "val_accuracy": val_acc,
+            "seconds": round(time.perf_counter() - t0, 3),
+        })  # fmt: skip
+        if val_loss < best["val_loss"]:
+            best = {"epoch": epoch, "val_loss": val_loss, "params": state.params}
+            bad_epochs = 0
+            if ckpt_dir is not None:
+                save_checkpoint(ckpt_dir / "best.ckpt", state.params, history[-1])
+        else:
+            bad_epochs += 1
+        epoch, start, sums = epoch + 1, 0, [0.0, 0]
+        save_last()
+        if ckpt_dir is not None:
+            lines = "".join(json.dumps(h) + "\n" for h in history)
+            atomic_write_bytes(ckpt_dir / "metrics.jsonl", lines.encode())
+        if progress:
+            h = history[-1]
+            tqdm.write(f"epoch {h['epoch']}: train loss {h['train_loss']:.4f} acc {h['train_accuracy']:.4f}"
+                       f" | val loss {h['val_loss']:.4f} acc {h['val_accuracy']:.4f} ({h['seconds']:.1f} s)",
+                       file=sys.stderr)  # fmt: skip
+    if stopped == "completed" and patience is not None and bad_epochs >= patience and epoch < epochs:
+        stopped = "early_stopping"
+        message = (f"stopped early after epoch {epoch}: no improvement of the validation loss for "
+                   f"{patience} epochs; best epoch {best['epoch'] + 1}")  # fmt: skip
+    if stopped == "diverged" and progress:
+        tqdm.write(message, file=sys.stderr)
+    best_model = dataclasses.replace(model, params=best["params"])
+    return FitResult(best_model, best["params"], state.params, history, best["epoch"], stopped, message)
+
+
+def _epochs_since_best(history: list[dict], best_epoch: int | None) -> int:
+    return len(history) - (best_epoch + 1) if best_epoch is not None else len(history)
+
+
+def _check_split(model: Model, images, labels, what: str):
+    images = model.spec.check_images(np.asarray(images), exact_size=True)
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != images.shape[0]:
+        raise ValueError(f"{what}: labels must be [n] with n = {images.shape[0]}, got shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{what}: labels must be integers, got dtype {labels.dtype}")
+    k = model.spec.num_classes
+    if labels.min() < 0 or labels.max() >= k:
+        raise ValueError(f"{what}: labels must be in 0..{k - 1}, got {labels.min()}..{labels.max()}")
+    return images, labels.astype(np.int32)
