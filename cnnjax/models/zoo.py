@@ -7,6 +7,7 @@ sha256 against the manifest and needs no network.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Mapping
@@ -89,10 +90,33 @@ def _efficientnet_lite0(directory: str | os.PathLike | None) -> Model:
     )
 
 
+def _fashionnet(directory: str | os.PathLike | None) -> Model:
+    from flax import nnx
+
+    from cnnjax._src.contract import ValueMapping
+    from cnnjax.models.fashionnet import FashionNet
+    from cnnjax.training.fashion import fashionnet_model
+
+    tensors, manifest = load_checked("fashionnet", directory)
+    mapping = manifest["spec"]["value_mapping"]
+    value_mapping = ValueMapping(mean=tuple(mapping["mean"]), std=tuple(mapping["std"]))
+    module = assign_tensors(
+        lambda: FashionNet(rngs=nnx.Rngs(0), value_mapping=value_mapping), tensors, manifest["file"]
+    )
+    model = fashionnet_model(module)
+    weights = {k: str(manifest["source"][k]) for k in ("package", "file", "licence", "data")}
+    weights |= {"sha256": manifest["sha256"], "test_accuracy": f"{manifest['test_accuracy']:.4f}"}
+    return dataclasses.replace(model, spec=dataclasses.replace(model.spec, weights=weights))
+
+
 _MODELS: dict[str, tuple[Callable[..., Model], str]] = {
     "efficientnet_lite0": (
         _efficientnet_lite0,
         "EfficientNet-Lite0, ImageNet-1k (224x224 RGB), the default model",
+    ),
+    "fashionnet": (
+        _fashionnet,
+        "FashionNet, Fashion-MNIST (28x28 greyscale), trained with cnnjax",
     ),
 }
 

@@ -94,9 +94,7 @@ def make_train_step(
 
     def step(state: TrainState, images, labels, key):
         if mesh is not None:
-            spec = jax.sharding.PartitionSpec(mesh.axis_names[0])
-            images = jax.lax.with_sharding_constraint(images, jax.sharding.NamedSharding(mesh, spec))
-            labels = jax.lax.with_sharding_constraint(labels, jax.sharding.NamedSharding(mesh, spec))
+            images, labels = _shard_batch(images, mesh), _shard_batch(labels, mesh)
         aug_key, dropout_key = jax.random.split(key)
         if augment is not None:
             images = augment(aug_key, images)
@@ -113,6 +111,19 @@ def make_train_step(
         return TrainState(params, opt_state), {"loss": loss, "correct": correct}
 
     return step
+
+
+def _shard_batch(x: jax.Array, mesh: jax.sharding.Mesh) -> jax.Array:
+    """Split ``x`` over its first axis along the mesh's first axis.
+
+    The mesh's axes are used as automatic ones (``jax.make_mesh`` makes explicit axes by
+    default, which would ask for an output sharding on every contraction): XLA's partitioner
+    then replicates the parameters and inserts the gradient all-reduce.
+    """
+    auto = (jax.sharding.AxisType.Auto,) * len(mesh.axis_names)
+    mesh = jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=auto)
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
+    return jax.lax.with_sharding_constraint(x, sharding)
 
 
 def evaluate(model: Model, params: Any, images, labels, *, batch_size: int = 1000) -> tuple[float, float]:
