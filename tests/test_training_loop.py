@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from PIL import Image
 
 from cnnjax.models._weights import read_safetensors
 from cnnjax.training import fit, momentum_sgd
@@ -38,6 +39,10 @@ def test_end_to_end_training_reaches_accuracy(tmp_path):
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == list(range(1, len(result.history) + 1))
     assert (tmp_path / "best.ckpt").is_file() and (tmp_path / "last.ckpt").is_file()
+    curves = np.asarray(Image.open(tmp_path / "curves.png").convert("RGB"))
+    assert curves.shape == (300, 960, 3)
+    blue = np.all(np.abs(curves.astype(int) - [74, 123, 208]) <= 2, axis=-1).sum()
+    assert blue > 200  # the training curves are drawn
 
 
 def test_early_stopping_keeps_the_best_epoch():

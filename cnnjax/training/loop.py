@@ -33,10 +33,12 @@ from tqdm.auto import tqdm
 
 from cnnjax._src.atomic import atomic_write_bytes
 from cnnjax._src.contract import Model
+from cnnjax._src.image_io import save_image
+from cnnjax.report.plots import line_plot
 from cnnjax.training.checkpoint import load_checkpoint, save_checkpoint
 from cnnjax.training.optim import cross_entropy, l2_penalty, momentum_sgd
 
-__all__ = ["TrainState", "FitResult", "fit", "make_train_step", "evaluate"]
+__all__ = ["TrainState", "FitResult", "fit", "make_train_step", "evaluate", "training_curves"]
 
 
 class TrainState(NamedTuple):
@@ -306,6 +308,7 @@ def fit(
         if ckpt_dir is not None:
             lines = "".join(json.dumps(h) + "\n" for h in history)
             atomic_write_bytes(ckpt_dir / "metrics.jsonl", lines.encode())
+            save_image(ckpt_dir / "curves.png", training_curves(history))
         if progress:
             h = history[-1]
             tqdm.write(f"epoch {h['epoch']}: train loss {h['train_loss']:.4f} acc {h['train_accuracy']:.4f}"
@@ -319,6 +322,18 @@ def fit(
         tqdm.write(message, file=sys.stderr)
     best_model = dataclasses.replace(model, params=best["params"])
     return FitResult(best_model, best["params"], state.params, history, best["epoch"], stopped, message)
+
+
+def training_curves(history: list[dict]) -> np.ndarray:
+    """Loss and accuracy per epoch, training and validation, as one RGB image."""
+
+    def curves(name):
+        return {split: [h[f"{prefix}_{name}"] for h in history]
+                for split, prefix in (("train", "train"), ("validation", "val"))}  # fmt: skip
+
+    loss = line_plot(curves("loss"), title="loss (cross-entropy)", xlabel="epoch")
+    acc = line_plot(curves("accuracy"), title="accuracy", xlabel="epoch")
+    return np.concatenate([loss, acc], axis=1)
 
 
 def _epochs_since_best(history: list[dict], best_epoch: int | None) -> int:
