@@ -2,6 +2,8 @@
 
     cnnjax classify IMAGE... [--model NAME] [--top K]
     cnnjax models [--layers]
+    cnnjax train --data fashion-mnist --model fashionnet [--epochs N] ...
+    cnnjax evaluate --model fashionnet
     cnnjax demo --out DIR [--full]
 
 Bad arguments print a usage message and exit with status 2; a bad file or value exits with
@@ -42,8 +44,10 @@ def _cmd_classify(args) -> int:
     model = load_model(args.model)
     spec = model.spec
     k = min(args.top, spec.num_classes)
-    # Check every file before any model work.
+    # Check every file before any model work. Greyscale models get the mean of R, G and B.
     images = [load_image(p, spec.input_size, resize=spec.resize_size) for p in args.images]
+    if spec.channels == 1:
+        images = [x.mean(axis=-1, keepdims=True) for x in images]
     chunks = range(0, len(images), _CLASSIFY_BATCH)
     for start in tqdm(chunks, desc="classify", unit="batch", disable=len(chunks) < 2, leave=False):
         batch = images[start : start + _CLASSIFY_BATCH]
@@ -60,16 +64,56 @@ def _cmd_models(args) -> int:
 
     for name, desc in list_models().items():
         print(f"{name}: {desc}")
-        if args.layers:
+        try:
             spec = load_model(name).spec
+        except (ValueError, OSError) as e:  # one broken model does not hide the others
+            print(f"  unavailable: {e}")
+            continue
+        if args.layers:
             for layer in spec.layers:
                 shape = "x".join(map(str, layer.shape))
                 extra = f"  stride {layer.stride}" if layer.stride else ""
                 extra += f"  rf {layer.receptive_field}" if layer.receptive_field else ""
                 print(f"  {layer.name:<10} {shape:<12}{extra}")
         else:
-            spec = load_model(name).spec
             print(f"  layers: {', '.join(spec.layer_names)}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from cnnjax.training.fashion import FashionConfig, train_fashionnet
+
+    config = FashionConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                           seed=args.seed, lr_drop_epochs=tuple(e for e in FashionConfig.lr_drop_epochs
+                                                                if e < args.epochs))  # fmt: skip
+    result, manifest = train_fashionnet(args.data_dir, args.out, config, checkpoint_dir=args.checkpoints,
+                                        download=args.download, progress=not args.quiet)  # fmt: skip
+    print(result.message)
+    print(f"validation accuracy {manifest['validation_accuracy']:.4f}, "
+          f"test accuracy {manifest['test_accuracy']:.4f}")  # fmt: skip
+    print(f"wrote {args.out / manifest['file']} and {args.out / 'fashionnet.json'}; "
+          f"load it with cnnjax.load_model('fashionnet', weights_dir='{args.out}')")  # fmt: skip
+    return 1 if result.stopped == "diverged" else 0
+
+
+def _cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from cnnjax.models.zoo import load_model
+    from cnnjax.training import data
+    from cnnjax.training.loop import evaluate
+
+    model = load_model(args.model, weights_dir=args.weights)
+    _, test = data.load_fashion_mnist(args.data_dir, download=args.download)
+    loss, acc = evaluate(model, model.params, test.images, test.labels)
+    print(f"{args.model} on the Fashion-MNIST test set ({len(test.labels)} images): "
+          f"accuracy {acc:.4f}, loss {loss:.4f}")  # fmt: skip
+    logits = np.concatenate([np.asarray(model(test.images[i : i + 1000])["logits"])
+                             for i in range(0, len(test.labels), 1000)])  # fmt: skip
+    pred = logits.argmax(-1)
+    for c, name in enumerate(model.spec.class_names):
+        mask = test.labels == c
+        print(f"  {name:<12} {np.mean(pred[mask] == c):.4f}")
     return 0
 
 
@@ -96,6 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", action="store_true", help="shapes, strides and receptive fields")
     p.set_defaults(run=_cmd_models)
 
+    p = sub.add_parser("train", help="train a network (FashionNet on Fashion-MNIST)")
+    p.add_argument("--data", choices=["fashion-mnist"], default="fashion-mnist", help="the data set")
+    p.add_argument("--model", choices=["fashionnet"], default="fashionnet", help="the architecture")
+    p.add_argument("--data-dir", type=Path, default=None, help="folder with the data set's files")
+    p.add_argument("--download", action="store_true", help="download the data set if it is missing")
+    p.add_argument("--epochs", type=_positive_int, default=18)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--lr", type=_positive_float, default=0.05, help="learning rate (0.05)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("cnnjax-train"), help="where the weights go")
+    p.add_argument("--checkpoints", type=Path, default=None, help="resumable checkpoints here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy of a trained network")
+    p.add_argument("--model", choices=["fashionnet"], default="fashionnet")
+    p.add_argument("--weights", type=Path, default=None, help="folder with weights (default: bundled)")
+    p.add_argument("--data-dir", type=Path, default=None, help="folder with the data set's files")
+    p.add_argument("--download", action="store_true", help="download the data set if it is missing")
+    p.set_defaults(run=_cmd_evaluate)
+
     p = sub.add_parser("demo", help="write an HTML report of what cnnjax can do")
     p.add_argument("--out", type=Path, default=Path("cnnjax-report"), help="output folder")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
@@ -112,6 +177,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
     return value
 
 
