@@ -5,6 +5,7 @@ Images are float32 NHWC arrays in [0, 1]; a model is ``apply(params, images, *, 
 """
 
 from cnnjax import models as models
+from cnnjax import training as training
 from cnnjax._src.checks import check_images as check_images
 from cnnjax._src.contract import Activations as Activations
 from cnnjax._src.contract import ApplyFn as ApplyFn
@@ -60,4 +61,5 @@ __all__ = [
     "sample_photos",
     "save_image",
     "static_field",
+    "training",
 ]

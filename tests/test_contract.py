@@ -155,6 +155,8 @@ def test_public_api_imports():
         assert getattr(cnnjax, name) is not None, name
     for name in cnnjax.models.__all__:
         assert getattr(cnnjax.models, name) is not None, name
+    for name in cnnjax.training.__all__:
+        assert getattr(cnnjax.training, name) is not None, name
     assert callable(cnnjax.load_model) and callable(cnnjax.load_image) and callable(cnnjax.save_image)
 
 

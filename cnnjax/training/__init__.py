@@ -1,5 +1,14 @@
 """Training CNNs: optax optimisers in the course notes' form, regularisation, data, ``fit``."""
 
+from cnnjax.training import data as data
+from cnnjax.training.data import Dataset as Dataset
+from cnnjax.training.data import load_cifar10 as load_cifar10
+from cnnjax.training.data import load_fashion_mnist as load_fashion_mnist
+from cnnjax.training.data import load_image_folder as load_image_folder
+from cnnjax.training.data import load_mnist as load_mnist
+from cnnjax.training.data import make_dataset as make_dataset
+from cnnjax.training.data import split as split
+from cnnjax.training.data import split_train_val as split_train_val
 from cnnjax.training.loop import FitResult as FitResult
 from cnnjax.training.loop import TrainState as TrainState
 from cnnjax.training.loop import evaluate as evaluate
@@ -14,16 +23,25 @@ from cnnjax.training.optim import momentum_sgd as momentum_sgd
 from cnnjax.training.optim import sgd as sgd
 
 __all__ = [
+    "Dataset",
     "FitResult",
     "TrainState",
     "accuracy",
     "cross_entropy",
+    "data",
     "decoupled_weight_decay",
     "evaluate",
     "fit",
     "l2_mask",
     "l2_penalty",
+    "load_cifar10",
+    "load_fashion_mnist",
+    "load_image_folder",
+    "load_mnist",
+    "make_dataset",
     "make_train_step",
     "momentum_sgd",
     "sgd",
+    "split",
+    "split_train_val",
 ]
