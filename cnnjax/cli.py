@@ -83,9 +83,9 @@ def _cmd_models(args) -> int:
 def _cmd_train(args) -> int:
     from cnnjax.training.fashion import FashionConfig, train_fashionnet
 
+    drops = tuple(e for e in FashionConfig.lr_drop_epochs if e < args.epochs)
     config = FashionConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                           seed=args.seed, lr_drop_epochs=tuple(e for e in FashionConfig.lr_drop_epochs
-                                                                if e < args.epochs))  # fmt: skip
+                           seed=args.seed, optimizer=args.optimizer, lr_drop_epochs=drops)  # fmt: skip
     result, manifest = train_fashionnet(args.data_dir, args.out, config, checkpoint_dir=args.checkpoints,
                                         download=args.download, progress=not args.quiet)  # fmt: skip
     print(result.message)
@@ -145,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=["fashionnet"], default="fashionnet", help="the architecture")
     p.add_argument("--data-dir", type=Path, default=None, help="folder with the data set's files")
     p.add_argument("--download", action="store_true", help="download the data set if it is missing")
-    p.add_argument("--epochs", type=_positive_int, default=18)
+    p.add_argument("--epochs", type=_positive_int, default=16)
+    p.add_argument("--optimizer", choices=["heavy_ball", "notes"], default="heavy_ball",
+                   help="momentum form: optax's heavy ball (default) or the course notes'")
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=_positive_float, default=0.05, help="learning rate (0.05)")
     p.add_argument("--seed", type=int, default=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from html import escape as html_escape
 from pathlib import Path
 
 import jax
@@ -69,8 +70,37 @@ def model_section(ctx: DemoContext) -> Section:
     return Section("The model", body)
 
 
+def training_section(ctx: DemoContext) -> Section:
+    """The bundled FashionNet: how it was trained (curves from its manifest) and how well."""
+    from cnnjax.models._weights import read_manifest
+    from cnnjax.training.loop import training_curves
+
+    try:
+        manifest, _ = read_manifest("fashionnet")
+    except (OSError, ValueError) as e:
+        return Section("Training", f"<p>The FashionNet weights are not available here ({e}).</p>")
+    t = manifest["training"]
+    config = t["config"]
+    body = (
+        f"<p><b>FashionNet</b> ({html_escape(manifest['spec']['architecture'])}) trained on "
+        f"Fashion-MNIST with <code>cnnjax.training.fit</code>: {t['examples']['train']:,} training "
+        f"and {t['examples']['validation']:,} validation images (a stratified split of the official "
+        f"training set), {html_escape(t['optimizer'])} (learning rate "
+        f"{config['learning_rate']}, momentum {config['momentum']}, divided by 10 at epochs "
+        f"{', '.join(map(str, config['lr_drop_epochs']))}), L2 {config['l2']}, dropout 0.5, random "
+        f"flips and {config['crop_pad']}-pixel crops, batch {config['batch_size']}, seed "
+        f"{config['seed']}; {t['epochs_run']} epochs in {t['seconds']:.0f} s on {t['backend']}. "
+        f"{html_escape(t['stopped'])}.</p>"
+        f"<p>Best epoch {t['best_epoch']}: validation accuracy "
+        f"<b>{manifest['validation_accuracy']:.2%}</b>; test accuracy (the official 10,000 test "
+        f"images, scored once at the end) <b>{manifest['test_accuracy']:.2%}</b>.</p>"
+        + figure(training_curves(t["history"]), "Loss and accuracy per epoch", width=960)
+    )
+    return Section("Training", body)
+
+
 #: The demo's sections, in order. Techniques append theirs here.
-SECTIONS: list[Callable[[DemoContext], Section]] = [classification_section, model_section]
+SECTIONS: list[Callable[[DemoContext], Section]] = [classification_section, model_section, training_section]
 
 
 def run_demo(

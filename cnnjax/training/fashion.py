@@ -35,11 +35,16 @@ __all__ = ["FashionConfig", "fashionnet_model", "train_fashionnet"]
 class FashionConfig:
     """Hyperparameters of the FashionNet recipe (recorded in the manifest)."""
 
-    epochs: int = 18
+    epochs: int = 16
     batch_size: int = 128
     learning_rate: float = 0.05
     momentum: float = 0.9
-    lr_drop_epochs: tuple[int, ...] = (12, 16)  # multiply the learning rate by 0.1 at these
+    # "heavy_ball" (optax.sgd with momentum: v = momentum v + g, step -lr v) or "notes"
+    # (cnnjax.training.momentum_sgd). The notes' form takes a step of lr (1 + momentum) at a
+    # constant gradient against lr / (1 - momentum): 5x smaller at 0.9. A first run with it
+    # (lr 0.05) reached 78.9% validation accuracy after 3 epochs and was stopped.
+    optimizer: str = "heavy_ball"
+    lr_drop_epochs: tuple[int, ...] = (10, 14)  # multiply the learning rate by 0.1 at these
     l2: float = 5e-5
     val_fraction: float = 0.1
     patience: int = 5
@@ -96,10 +101,16 @@ def train_fashionnet(
     def augment(key, images):
         return data.augment(key, images, flip=config.flip, crop_pad=config.crop_pad)
 
+    if config.optimizer == "notes":
+        optimizer = momentum_sgd(schedule, config.momentum)
+    elif config.optimizer == "heavy_ball":
+        optimizer = optax.sgd(schedule, momentum=config.momentum)
+    else:
+        raise ValueError(f"optimizer must be 'heavy_ball' or 'notes', got {config.optimizer!r}")
     t0 = time.perf_counter()
     result = fit(
         model, (train.images, train.labels), (val.images, val.labels),
-        optimizer=momentum_sgd(schedule, config.momentum), epochs=config.epochs,
+        optimizer=optimizer, epochs=config.epochs,
         batch_size=config.batch_size, key=config.seed, l2=config.l2, augment=augment,
         patience=config.patience, checkpoint_dir=checkpoint_dir, progress=progress,
     )  # fmt: skip
@@ -130,7 +141,9 @@ def train_fashionnet(
         },  # fmt: skip
         "training": {
             "config": dataclasses.asdict(config),
-            "optimizer": "cnnjax.training.momentum_sgd (the notes' form) with a piecewise-constant schedule",
+            "optimizer": {"heavy_ball": "optax.sgd with momentum (heavy ball)",
+                          "notes": "cnnjax.training.momentum_sgd (the notes' form)"}[config.optimizer]
+                         + ", piecewise-constant learning rate",
             "examples": {"train": len(train.labels), "validation": len(val.labels), "test": len(test.labels)},
             "epochs_run": len(result.history),
             "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,
