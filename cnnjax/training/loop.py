@@ -223,8 +223,8 @@ def fit(
       ValueError: bad data (shapes, label range, empty sets), a batch larger than the training
         set, a corrupted checkpoint (named; it is not overwritten).
     """
-    images, labels = _check_split(model, *train, "training set")
-    val_images, val_labels = _check_split(model, *val, "validation set")
+    images, labels = _check_split(model, *_pair(train), "training set")
+    val_images, val_labels = _check_split(model, *_pair(val), "validation set")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if batch_size > len(labels):
@@ -338,6 +338,14 @@ def training_curves(history: list[dict]) -> np.ndarray:
 
 def _epochs_since_best(history: list[dict], best_epoch: int | None) -> int:
     return len(history) - (best_epoch + 1) if best_epoch is not None else len(history)
+
+
+def _pair(split) -> tuple[Any, Any]:
+    """``(images, labels)`` from a ``Dataset`` or a pair."""
+    if hasattr(split, "images") and hasattr(split, "labels"):
+        return split.images, split.labels
+    images, labels = split
+    return images, labels
 
 
 def _check_split(model: Model, images, labels, what: str):
