@@ -1,0 +1,68 @@
+"""The bundled FashionNet: its weights load and check, its recorded accuracy is real."""
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import cnnjax
+from cnnjax.models._weights import weights_dir
+from cnnjax.training import data
+from cnnjax.training.loop import evaluate
+
+REAL_FASHION_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return cnnjax.load_model("fashionnet")
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    return json.loads((weights_dir() / "fashionnet.json").read_text())
+
+
+def test_architecture_and_manifest(model, manifest):
+    spec = model.spec
+    assert spec.input_size == (28, 28) and spec.channels == 1 and spec.num_classes == 10
+    assert spec.layer_names == ("input", "conv1", "conv2", "pool1", "conv3", "conv4", "pool2", "conv5",
+                                "pooled", "logits")  # fmt: skip
+    assert spec.layer("conv5").shape == (7, 7, 128) and spec.layer("pooled").shape == (128,)
+    assert spec.class_name(9) == "Ankle boot"
+    # Measured 0.9092 for the committed weights; the issue's target of 0.92 is not reached yet.
+    assert manifest["test_accuracy"] >= 0.90
+    t = manifest["training"]
+    assert {"config", "epochs_run", "best_epoch", "history"} <= set(t)
+    assert t["config"]["seed"] == 0 and len(t["history"]) == t["epochs_run"]
+    assert manifest["spec"]["value_mapping"]["computed_on"] == "the training split only"
+
+
+def test_global_average_pooling_then_linear(model):
+    """The logits are a linear function of the pooled conv5 features (what CAM needs)."""
+    x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
+    acts = model(x)
+    pooled = acts["conv5"].mean(axis=(1, 2))
+    np.testing.assert_allclose(acts["pooled"], pooled, rtol=1e-5, atol=1e-6)
+    dense = model.params["dense"]
+    logits = pooled @ dense["kernel"][...] + dense["bias"][...][None]
+    np.testing.assert_allclose(acts["logits"], logits, rtol=1e-4, atol=1e-4)
+
+
+def test_dropout_only_in_training_mode(model):
+    x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+    a = model.train_apply(model.params, x, jax.random.key(0))
+    b = model.train_apply(model.params, x, jax.random.key(1))
+    assert not np.allclose(a, b)
+    np.testing.assert_array_equal(model(x)["logits"], model(x)["logits"])
+
+
+@pytest.mark.skipif(not REAL_FASHION_MNIST.is_dir(), reason="Fashion-MNIST files not beside the repository")
+def test_recorded_test_accuracy_is_reproduced(model, manifest):
+    _, test = data.load_fashion_mnist(REAL_FASHION_MNIST)
+    loss, acc = evaluate(model, model.params, jnp.asarray(test.images), test.labels)
+    assert abs(acc - manifest["test_accuracy"]) < 1e-4
+    assert abs(loss - manifest["test_loss"]) < 1e-3
