@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=["fashionnet"], default="fashionnet", help="the architecture")
     p.add_argument("--data-dir", type=Path, default=None, help="folder with the data set's files")
     p.add_argument("--download", action="store_true", help="download the data set if it is missing")
-    p.add_argument("--epochs", type=_positive_int, default=16)
+    p.add_argument("--epochs", type=_positive_int, default=24)
     p.add_argument("--optimizer", choices=["heavy_ball", "notes"], default="heavy_ball",
                    help="momentum form: optax's heavy ball (default) or the course notes'")
     p.add_argument("--batch-size", type=_positive_int, default=128)

@@ -33,8 +33,7 @@ def test_architecture_and_manifest(model, manifest):
                                 "pooled", "logits")  # fmt: skip
     assert spec.layer("conv5").shape == (7, 7, 128) and spec.layer("pooled").shape == (128,)
     assert spec.class_name(9) == "Ankle boot"
-    # Measured 0.9092 for the committed weights; the target of 0.92 is not reached yet.
-    assert manifest["test_accuracy"] >= 0.90
+    assert manifest["test_accuracy"] >= 0.92  # the target; published simple CNNs reach 0.91-0.93
     t = manifest["training"]
     assert {"config", "epochs_run", "best_epoch", "history"} <= set(t)
     assert t["config"]["seed"] == 0 and len(t["history"]) == t["epochs_run"]
