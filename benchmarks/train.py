@@ -21,9 +21,9 @@ import optax
 from _common import device_info, emit, matmul_peak, time_jitted
 from flax import nnx
 
-from cnnjax.models.fashionnet import FashionNet
+from cnnjax.models.fashionnet import FashionNet, fashionnet_model
 from cnnjax.training import TrainState, data, fit, make_train_step
-from cnnjax.training.fashion import FashionConfig, fashionnet_model
+from cnnjax.training.fashion import FashionConfig
 from cnnjax.training.loop import _chunk_runner
 
 

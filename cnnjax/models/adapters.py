@@ -54,16 +54,13 @@ class Tape:
         if name in self.perturb:
             delta = jnp.asarray(self.perturb[name])
             try:
-                jnp.broadcast_shapes(delta.shape, h.shape)
+                fits = jnp.broadcast_shapes(delta.shape, h.shape) == h.shape
             except ValueError:
+                fits = False
+            if not fits:
                 raise ValueError(
                     f"perturbation for layer {name!r} has shape {delta.shape}, which does not "
                     f"broadcast to the activation's shape {h.shape}"
-                ) from None
-            if jnp.broadcast_shapes(delta.shape, h.shape) != h.shape:
-                raise ValueError(
-                    f"perturbation for layer {name!r} has shape {delta.shape}, larger than the "
-                    f"activation's shape {h.shape}"
                 )
             h = h + jnp.broadcast_to(delta.astype(h.dtype), h.shape)
         self.acts[name] = h

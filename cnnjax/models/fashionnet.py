@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cnnjax._src.contract import ValueMapping
+from cnnjax._src.contract import Model, ValueMapping
 from cnnjax._src.conv import patch_conv
-from cnnjax.models.adapters import Tape, record
+from cnnjax.models.adapters import Tape, from_nnx, record
 
-__all__ = ["FashionNet", "FASHION_CLASSES", "dropout"]
+__all__ = ["FashionNet", "FASHION_CLASSES", "dropout", "fashionnet_model"]
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
@@ -85,3 +85,9 @@ class FashionNet(nnx.Module):
 
     def __call__(self, images: jax.Array, *, perturb=None):
         return record(self.forward, images, self.value_mapping, perturb)
+
+
+def fashionnet_model(module: FashionNet) -> Model:
+    """Wrap a FashionNet module (its value mapping included) as a :class:`~cnnjax.Model`."""
+    return from_nnx(module, name="fashionnet", input_size=28, channels=1,
+                    value_mapping=module.value_mapping, class_names=FASHION_CLASSES)  # fmt: skip

@@ -94,8 +94,7 @@ def _fashionnet(directory: str | os.PathLike | None) -> Model:
     from flax import nnx
 
     from cnnjax._src.contract import ValueMapping
-    from cnnjax.models.fashionnet import FashionNet
-    from cnnjax.training.fashion import fashionnet_model
+    from cnnjax.models.fashionnet import FashionNet, fashionnet_model
 
     tensors, manifest = load_checked("fashionnet", directory)
     mapping = manifest["spec"]["value_mapping"]

@@ -19,16 +19,15 @@ import optax
 from flax import nnx
 
 from cnnjax._src.atomic import atomic_write_bytes
-from cnnjax._src.contract import Model, ValueMapping
+from cnnjax._src.contract import ValueMapping
 from cnnjax.models._weights import encode_safetensors
-from cnnjax.models.adapters import from_nnx
-from cnnjax.models.fashionnet import FASHION_CLASSES, FashionNet
+from cnnjax.models.fashionnet import FashionNet, fashionnet_model
 from cnnjax.models.zoo import module_tensors
 from cnnjax.training import data
 from cnnjax.training.loop import FitResult, evaluate, fit
 from cnnjax.training.optim import momentum_sgd
 
-__all__ = ["FashionConfig", "fashionnet_model", "train_fashionnet"]
+__all__ = ["FashionConfig", "train_fashionnet"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,12 +52,6 @@ class FashionConfig:
     # test accuracy (training accuracy 0.907); flips alone and 24 epochs gave 0.9255.
     crop_pad: int = 0
     seed: int = 0
-
-
-def fashionnet_model(module: FashionNet) -> Model:
-    """Wrap a FashionNet module (its value mapping included) as a :class:`~cnnjax.Model`."""
-    return from_nnx(module, name="fashionnet", input_size=28, channels=1,
-                    value_mapping=module.value_mapping, class_names=FASHION_CLASSES)  # fmt: skip
 
 
 def train_fashionnet(
