@@ -14,8 +14,9 @@ MIN_SIZE = 8
 
 
 def is_concrete(x: Any) -> bool:
-    """Whether ``x`` holds values now (not a tracer inside jit/vmap/grad)."""
-    return not isinstance(x, jax.core.Tracer)
+    """Whether ``x`` holds values now (not a tracer inside jit/vmap/grad, not an abstract
+    ``jax.ShapeDtypeStruct``)."""
+    return not isinstance(x, (jax.core.Tracer, jax.ShapeDtypeStruct))
 
 
 def check_images(
@@ -36,7 +37,8 @@ def check_images(
       what: how to name the array in messages.
 
     Returns:
-      ``images`` as a float32 ``jax.Array``.
+      ``images`` as a float32 ``jax.Array`` (an abstract ``jax.ShapeDtypeStruct`` is checked
+      for shape and dtype only, and returned as a float32 one).
 
     Raises:
       ValueError: wrong rank, channels, size, dtype kind; values outside [0, 1] or not finite
@@ -73,4 +75,6 @@ def check_images(
                 f"{what} must have values in [0, 1], got [{lo:.4g}, {hi:.4g}] "
                 "(images in 0..255 must be divided by 255; normalisation is the model's job)"
             )
+    if isinstance(images, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(images.shape, jax.numpy.float32)
     return jax.numpy.asarray(images, jax.numpy.float32)

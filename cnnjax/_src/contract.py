@@ -137,6 +137,17 @@ class Objective:
         """Names of the layers this objective reads, checked against the model before a run."""
         return ()
 
+    def resolve(self, spec: ModelSpec, shapes: Mapping[str, tuple[int, ...]]) -> Objective:
+        """Check this objective against a model and return it ready to run (before any work).
+
+        ``shapes`` maps layer names to activation shapes without the batch axis, for the image
+        size of the run. The default checks the layer names (an unknown one lists the valid
+        ones); objectives with indices also check their ranges, and ones that name classes
+        turn the names into indices.
+        """
+        spec.check_layers(self.layers())
+        return self
+
     def __call__(self, acts: Activations) -> jax.Array:
         raise NotImplementedError
 
@@ -181,6 +192,9 @@ class Sum(Objective):
     def layers(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(n for t in self.terms for n in t.layers()))
 
+    def resolve(self, spec, shapes) -> Objective:
+        return Sum(tuple(t.resolve(spec, shapes) for t in self.terms))
+
     def __call__(self, acts: Activations) -> jax.Array:
         return sum(t(acts) for t in self.terms)
 
@@ -194,6 +208,9 @@ class Scaled(Objective):
 
     def layers(self) -> tuple[str, ...]:
         return self.term.layers()
+
+    def resolve(self, spec, shapes) -> Objective:
+        return Scaled(self.scale, self.term.resolve(spec, shapes))
 
     def __call__(self, acts: Activations) -> jax.Array:
         return self.scale * self.term(acts)
@@ -345,15 +362,23 @@ class ModelSpec:
         """Check a batch of images against the contract and this model; return it as float32.
 
         Raises ``ValueError`` (before any work) for a wrong rank, channel count, dtype kind,
-        size smaller than 8 pixels (or different from ``input_size`` when ``exact_size``),
+        size smaller than :attr:`min_input_size` (or different from ``input_size`` when ``exact_size``),
         or values outside [0, 1] or non-finite (checked only on concrete arrays).
         """
         return check_images(
             images,
             channels=self.channels,
             size=self.input_size if exact_size else None,
+            min_size=self.min_input_size,
             what=f"images for {self.name!r}",
         )
+
+    @property
+    def min_input_size(self) -> int:
+        """The smallest image side the model takes: its largest effective stride (so its last
+        spatial layer has at least one position), and at least 8."""
+        strides = [layer.stride for layer in self.layers if layer.stride]
+        return max([8] + strides)
 
 
 def _unknown(kind: str, name: str, valid: Sequence[str], where: str) -> str:

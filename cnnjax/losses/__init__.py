@@ -1,0 +1,24 @@
+"""Losses (minimised): pure functions of images or activations, one value per example.
+
+Each works inside your own optax loop without any other part of cnnjax::
+
+    loss = losses.content(acts["block_5"], target).sum() + 1e-2 * losses.total_variation(x).sum()
+"""
+
+from cnnjax.losses.features import content as content
+from cnnjax.losses.features import gram as gram
+from cnnjax.losses.features import inversion as inversion
+from cnnjax.losses.features import softmax_smoothing as softmax_smoothing
+from cnnjax.losses.features import style as style
+from cnnjax.losses.image import alpha_norm as alpha_norm
+from cnnjax.losses.image import total_variation as total_variation
+
+__all__ = [
+    "alpha_norm",
+    "content",
+    "gram",
+    "inversion",
+    "softmax_smoothing",
+    "style",
+    "total_variation",
+]

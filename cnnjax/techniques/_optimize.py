@@ -1,0 +1,130 @@
+"""The engine every input-synthesis technique runs on: minimise the losses of N independent
+image latents with an optax optimiser inside one ``lax.scan``.
+
+Techniques build ``loss_fn(latents, keys) -> (losses [N], aux)`` for a stack of N problems
+(targets x restarts, images, settings) that closes over the model and the targets, and call
+:func:`minimise` inside their own ``jax.jit``. The optimiser's state and update are vmapped
+over the N problems, so every problem has its own state (Adam moments, L-BFGS memory) exactly
+as if it ran alone. The network itself runs once per step on all N problems' images merged
+into one batch (:func:`apply_stacked`) rather than under ``vmap``: the same numbers, but XLA
+compiles the model as a plain batch, which measured 2x faster to compile on CPU than the
+vmapped model.
+
+Line-search optimisers (``optax.lbfgs``) get ``value``, ``grad`` and a ``value_fn`` that
+re-evaluates one problem's loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cnnjax._src.contract import Activations
+
+__all__ = ["minimise", "apply_stacked", "as_key", "check_steps", "check_finite", "check_optimizer"]
+
+
+def minimise(
+    loss_fn: Callable[[Any, jax.Array], tuple[jax.Array, Any]],
+    latents: Any,
+    keys: jax.Array,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+) -> tuple[Any, Any]:
+    """Run ``steps`` optimiser steps on N independent problems; one ``lax.scan``.
+
+    Args:
+      loss_fn: ``(latents, keys) -> (losses [N], aux)``: ``latents`` with a leading axis of N
+        problems, ``keys`` one fresh key per problem and step. Problem ``i``'s loss must
+        depend on ``latents[i]`` only.
+      latents: the starting latents, a pytree whose leaves have a leading axis N.
+      keys: one key per problem ``[N]``, split into one key per step: a problem's random
+        draws depend on its own key only.
+      optimizer: any optax transformation, applied to each problem separately.
+      steps: the number of steps (static).
+
+    Returns:
+      ``(final latents, aux stacked over steps)``; ``aux`` of step ``t`` is computed before
+      the ``t``-th update.
+    """
+    n = jax.tree.leaves(latents)[0].shape[0]
+    opt = optax.with_extra_args_support(optimizer)
+
+    def total(z, keys):
+        losses, aux = loss_fn(z, keys)
+        return losses.sum(), (losses, aux)
+
+    grad_fn = jax.value_and_grad(total, has_aux=True)
+
+    def step(carry, keys):
+        z, state = carry
+        (_, (losses, aux)), g = grad_fn(z, keys)
+
+        def update_one(g_i, state_i, z_i, loss_i, key_i):
+            def value_fn(w):
+                return loss_fn(jax.tree.map(lambda a: a[None], w), key_i[None])[0][0]
+
+            return opt.update(g_i, state_i, z_i, value=loss_i, grad=g_i, value_fn=value_fn)
+
+        updates, state = jax.vmap(update_one)(g, state, z, losses, keys)
+        return (optax.apply_updates(z, updates), state), aux
+
+    if keys.shape != (n,):
+        raise ValueError(f"minimise needs one key per problem ({n}), got keys of shape {keys.shape}")
+    step_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, steps))(keys), 0, 1)  # [steps, N]
+    state = jax.vmap(opt.init)(latents)
+    (latents, _), history = jax.lax.scan(step, (latents, state), step_keys)
+    return latents, history
+
+
+def apply_stacked(apply: Callable, params: Any, images: jax.Array, layers: Sequence[str]) -> Activations:
+    """Run the model on ``images`` ``[N, B, h, w, c]`` as one batch of ``N * B`` and return the
+    activations of ``layers`` shaped ``[N, B, ...]``."""
+    n, b = images.shape[:2]
+    acts = apply(params, images.reshape((n * b,) + images.shape[2:]))
+    return {name: acts[name].reshape((n, b) + acts[name].shape[1:]) for name in layers}
+
+
+def as_key(key: Any) -> jax.Array:
+    """An int seed or a typed/raw PRNG key, as a typed key."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"expected a single PRNG key, got a key array of shape {key.shape}")
+        return key
+    if isinstance(key, jax.Array) and key.shape == (2,) and key.dtype == jnp.uint32:
+        return jax.random.wrap_key_data(key)
+    raise ValueError(f"key must be an int seed or a jax.random.key, got {key!r}")
+
+
+def check_steps(steps: Any, what: str = "steps") -> int:
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"{what} must be a positive int, got {steps!r}")
+    return int(steps)
+
+
+def check_optimizer(optimizer: Any) -> optax.GradientTransformation:
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise ValueError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    return optimizer
+
+
+def check_finite(technique: str, images: jax.Array, history: jax.Array | None = None) -> None:
+    """Raise a ``ValueError`` if a run went non-finite (instead of returning NaN images)."""
+    if history is not None:
+        h = np.asarray(history)
+        bad = ~np.isfinite(h)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{technique} diverged: the loss became non-finite (first at index {where} "
+                             f"of its history {h.shape}); lower the learning rate or add a prior")  # fmt: skip
+    images = np.asarray(images)
+    if not np.all(np.isfinite(images)):
+        raise ValueError(f"{technique} diverged: {int(np.sum(~np.isfinite(images)))} non-finite pixels; "
+                         "lower the learning rate or add a prior")  # fmt: skip

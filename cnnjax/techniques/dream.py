@@ -1,0 +1,155 @@
+"""DeepDream (Mordvintsev, Olah & Tyka 2015): amplify what a layer sees in a photo.
+
+Gradient ascent on ``mean(acts[layer]^2)`` from the photo itself, with the original recipe's
+three ingredients: normalised steps (``step / mean|g|``), a random circular shift of the
+image before every step (jitter), and octaves: the photo is processed from a small scale up,
+and the detail added at each scale (the dreamed image minus the photo at that scale) is
+upscaled and carried to the next. Networks here are fully convolutional up to their pooling,
+so images of any size at least the model's smallest input work.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from cnnjax import priors as _priors
+from cnnjax import transforms as _transforms
+from cnnjax._src.contract import Model
+from cnnjax.objectives import deepdream
+from cnnjax.techniques._optimize import as_key, check_finite, check_steps, minimise
+
+__all__ = ["dream", "Dream", "octave_sizes"]
+
+
+class Dream(NamedTuple):
+    """What :func:`dream` returns.
+
+    Attributes:
+      images: float32 ``[n, h, w, c]`` in [0, 1], the size of the input.
+      history: ``[n, octaves * steps]``, the objective before each step (on the shifted image
+        at that octave's size).
+    """
+
+    images: jax.Array
+    history: jax.Array
+
+
+def octave_sizes(size: tuple[int, int], octaves: int, scale: float) -> list[tuple[int, int]]:
+    """Image sizes from the smallest octave to the input's own: ``size / scale^k``."""
+    h, w = size
+    return [(max(1, round(h / scale**k)), max(1, round(w / scale**k))) for k in reversed(range(octaves))]
+
+
+def _mean_abs_normalise(eps: float = 1e-12) -> optax.GradientTransformation:
+    """Divide each problem's gradient by its mean absolute value (the original's step rule)."""
+
+    def f(updates, params=None):
+        del params
+        return jax.tree.map(lambda g: g / (jnp.mean(jnp.abs(g)) + eps), updates)
+
+    return optax.stateless(f)
+
+
+@functools.cache
+def _optimizer(step_size: float) -> optax.GradientTransformation:
+    box = _priors.post_step(lambda x, u, count: jnp.clip(x, 0.0, 1.0))
+    return optax.chain(_mean_abs_normalise(), optax.sgd(step_size / 255.0), box)
+
+
+@functools.partial(jax.jit, static_argnames=("apply", "sizes", "steps", "transform", "optimizer"))
+def _run(apply, params, images, keys, objective, *, sizes, steps, transform, optimizer):
+    n, _, _, c = images.shape
+    bases = [jax.image.resize(images, (n, h, w, c), "cubic").clip(0.0, 1.0) for h, w in sizes]
+    detail = jnp.zeros_like(bases[0])
+    history = []
+
+    def loss_fn(latents, step_keys):
+        x = jax.vmap(lambda k, im: transform(k, im[None])[0])(step_keys, latents)
+        score = objective(apply(params, x))
+        return -score, score
+
+    for i, base in enumerate(bases):
+        if i:
+            detail = jax.image.resize(detail, base.shape, "linear")
+        octave_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+        src, h = minimise(loss_fn, jnp.clip(base + detail, 0.0, 1.0), octave_keys, optimizer, steps)
+        detail = src - base
+        history.append(h)
+    return src, jnp.concatenate(history, axis=0).T
+
+
+def dream(
+    model: Model,
+    images: Any,
+    layers: str | Sequence[str] | Mapping[str, float],
+    *,
+    octaves: int = 4,
+    octave_scale: float = 1.4,
+    steps: int = 10,
+    step_size: float = 1.5,
+    jitter: int = 32,
+    key: Any = 0,
+) -> Dream:
+    r"""DeepDream: ascend :math:`\sum_l w_l \, \mathrm{mean}(a_l(x)^2)` from the images themselves.
+
+    At each of ``octaves`` scales (smallest first, each ``octave_scale`` times the previous),
+    ``steps`` steps of ``x <- clip(x + (step_size / 255) g / mean|g|, 0, 1)`` where ``g`` is
+    the gradient at the image shifted circularly by up to ``jitter`` pixels; the detail added
+    at one scale is upscaled and added to the next. ``step_size`` is in 8-bit grey levels: the
+    original's 1.5 on 0..255 pixels is the default. Each image has its own random shifts.
+
+    Args:
+      model: a :class:`~cnnjax.Model`.
+      images: float32 ``[n, h, w, c]`` in [0, 1]; any size whose smallest octave is at least
+        the model's smallest input (``model.spec.min_input_size``).
+      layers: a layer name, several (weight 1 each), or ``{name: weight}``.
+      octaves: number of scales (4).
+      octave_scale: ratio between consecutive scales (1.4).
+      steps: steps per octave (10).
+      step_size: mean absolute change per step in grey levels of 255 (1.5).
+      jitter: the largest random shift in pixels (32).
+      key: an int seed or a PRNG key.
+
+    Returns:
+      :class:`Dream` ``(images, history)``.
+
+    Example::
+
+      photo = cnnjax.sample_photos(size=None)["coffee.png"]
+      out = cnnjax.dream(model, photo, "block_10").images
+    """
+    images = model.spec.check_images(images)
+    if isinstance(layers, str):
+        layers = {layers: 1.0}
+    elif not isinstance(layers, Mapping):
+        layers = {name: 1.0 for name in layers}
+    if not layers:
+        raise ValueError("dream needs at least one layer")
+    model.spec.check_layers(list(layers))
+    octaves = check_steps(octaves, "octaves")
+    steps = check_steps(steps)
+    if not octave_scale >= 1.0:
+        raise ValueError(f"octave_scale must be >= 1, got {octave_scale}")
+    if not step_size > 0:
+        raise ValueError(f"step_size must be > 0, got {step_size}")
+    sizes = tuple(octave_sizes(images.shape[1:3], octaves, float(octave_scale)))
+    smallest = min(sizes[0])
+    if smallest < model.spec.min_input_size:
+        raise ValueError(
+            f"the smallest octave of a {images.shape[1]}x{images.shape[2]} image is {sizes[0][0]}x{sizes[0][1]}, "
+            f"smaller than {model.spec.name!r} takes ({model.spec.min_input_size} px): use fewer octaves, a "
+            f"smaller octave_scale or a larger image"
+        )
+    objective = sum(float(w) * deepdream(name) for name, w in layers.items())
+    transform = _transforms.roll(int(jitter))
+    keys = jax.random.split(as_key(key), images.shape[0])
+    out, history = _run(model.apply, model.params, images, keys, objective, sizes=sizes, steps=steps,
+                        transform=transform, optimizer=_optimizer(float(step_size)))  # fmt: skip
+    check_finite("dream", out, history)
+    return Dream(out, history)
