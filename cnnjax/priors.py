@@ -25,7 +25,7 @@ import optax
 
 from cnnjax.transforms import blur, gaussian_kernel
 
-__all__ = ["l2_decay", "blur_every", "clip_small_norm", "clip_small_contribution", "post_step"]
+__all__ = ["l2_decay", "blur_every", "clip_small_norm", "clip_small_contribution", "box", "post_step"]
 
 
 class PostStepState(NamedTuple):
@@ -114,3 +114,11 @@ def clip_small_contribution(pct: float) -> optax.GradientTransformation:
     if pct == 0:
         return optax.identity()
     return post_step(lambda x, u, count: _zero_below(x, jnp.abs(jnp.sum(x * u, axis=-1)), pct))
+
+
+def box(lo: float = 0.0, hi: float = 1.0) -> optax.GradientTransformation:
+    """Project onto ``[lo, hi]`` after each step: ``x <- clip(x, lo, hi)`` (latents that hold
+    the image itself, e.g. DeepDream's)."""
+    if not lo < hi:
+        raise ValueError(f"box needs lo < hi, got [{lo}, {hi}]")
+    return post_step(lambda x, u, count: jnp.clip(x, lo, hi))

@@ -26,7 +26,8 @@ import optax
 
 from cnnjax._src.contract import Activations
 
-__all__ = ["minimise", "apply_stacked", "as_key", "check_steps", "check_finite", "check_optimizer"]
+__all__ = ["minimise", "apply_stacked", "normalize_by_mean_abs", "as_key", "check_steps", "check_finite",
+           "check_optimizer"]  # fmt: skip
 
 
 def minimise(
@@ -88,6 +89,20 @@ def apply_stacked(apply: Callable, params: Any, images: jax.Array, layers: Seque
     n, b = images.shape[:2]
     acts = apply(params, images.reshape((n * b,) + images.shape[2:]))
     return {name: acts[name].reshape((n, b) + acts[name].shape[1:]) for name in layers}
+
+
+def normalize_by_mean_abs(eps: float = 1e-12) -> optax.GradientTransformation:
+    """Divide each problem's gradient by its mean absolute value.
+
+    DeepDream's step rule (Mordvintsev et al. 2015); it makes a learning rate a mean change
+    per pixel, whatever the scale of the loss, so one setting works at every layer.
+    """
+
+    def f(updates, params=None):
+        del params
+        return jax.tree.map(lambda g: g / (jnp.mean(jnp.abs(g)) + eps), updates)
+
+    return optax.stateless(f)
 
 
 def as_key(key: Any) -> jax.Array:

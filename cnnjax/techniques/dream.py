@@ -22,7 +22,7 @@ from cnnjax import priors as _priors
 from cnnjax import transforms as _transforms
 from cnnjax._src.contract import Model
 from cnnjax.objectives import deepdream
-from cnnjax.techniques._optimize import as_key, check_finite, check_steps, minimise
+from cnnjax.techniques._optimize import as_key, check_finite, check_steps, minimise, normalize_by_mean_abs
 
 __all__ = ["dream", "Dream", "octave_sizes"]
 
@@ -46,20 +46,9 @@ def octave_sizes(size: tuple[int, int], octaves: int, scale: float) -> list[tupl
     return [(max(1, round(h / scale**k)), max(1, round(w / scale**k))) for k in reversed(range(octaves))]
 
 
-def _mean_abs_normalise(eps: float = 1e-12) -> optax.GradientTransformation:
-    """Divide each problem's gradient by its mean absolute value (the original's step rule)."""
-
-    def f(updates, params=None):
-        del params
-        return jax.tree.map(lambda g: g / (jnp.mean(jnp.abs(g)) + eps), updates)
-
-    return optax.stateless(f)
-
-
 @functools.cache
 def _optimizer(step_size: float) -> optax.GradientTransformation:
-    box = _priors.post_step(lambda x, u, count: jnp.clip(x, 0.0, 1.0))
-    return optax.chain(_mean_abs_normalise(), optax.sgd(step_size / 255.0), box)
+    return optax.chain(normalize_by_mean_abs(), optax.sgd(step_size / 255.0), _priors.box(0.0, 1.0))
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "sizes", "steps", "transform", "optimizer"))
