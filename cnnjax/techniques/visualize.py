@@ -49,12 +49,15 @@ class Visualization(NamedTuple):
       history: ``[targets, steps]``, the objective (summed over the batch, on the transformed
         images the optimiser saw) before each step, of the chosen restart.
       restart: ``[targets]``, which restart was chosen (the best final score).
+      restart_scores: ``[targets, restarts]``, the final score (summed over the batch) of every
+        restart.
     """
 
     images: jax.Array
     scores: jax.Array
     history: jax.Array
     restart: jax.Array
+    restart_scores: jax.Array
 
 
 class Preset(NamedTuple):
@@ -115,11 +118,12 @@ def _run(apply, params, objective, keys, *, param, transform, optimizer, steps, 
 
     latents, history = minimise(loss_fn, jax.vmap(param.init)(k_init), k_run, optimizer, steps)
     final = scores(latents, None).reshape(t, restarts, -1)
-    best = jnp.argmax(jnp.where(jnp.isfinite(final), final, -jnp.inf).sum(axis=2), axis=1)
+    totals = final.sum(axis=2)
+    best = jnp.argmax(jnp.where(jnp.isfinite(totals), totals, -jnp.inf), axis=1)
     images = jax.vmap(param.to_image)(latents)
     images = images.reshape((t, restarts) + images.shape[1:])[jnp.arange(t), best]
     history = history.T.reshape(t, restarts, steps)[jnp.arange(t), best]
-    return images, final[jnp.arange(t), best], history, best
+    return images, final[jnp.arange(t), best], history, best, totals
 
 
 def visualize(
@@ -156,7 +160,8 @@ def visualize(
       key: an int seed or a PRNG key; target ``i`` uses ``split(key, targets)[i]``.
 
     Returns:
-      A :class:`Visualization` ``(images, scores, history, restart)``; ``images`` is float32
+      A :class:`Visualization` ``(images, scores, history, restart, restart_scores)``;
+      ``images`` is float32
       ``[targets * batch, size, size, channels]`` in [0, 1].
 
     Raises:
@@ -186,12 +191,12 @@ def visualize(
     optimizer = check_optimizer(p.optimizer if optimizer is None else optimizer)
     resolved = stack(resolve_objectives(model, targets, param, transform))
     keys = jax.random.split(as_key(key), len(targets))
-    images, scores, history, best = _run(model.apply, model.params, resolved, keys, param=param,
+    images, scores, history, best, totals = _run(model.apply, model.params, resolved, keys, param=param,
                                          transform=transform, optimizer=optimizer, steps=steps,
                                          restarts=restarts)  # fmt: skip
     check_finite("visualize", images, history)
     images = images.reshape((-1,) + images.shape[2:])
-    return Visualization(images, scores, history, best)
+    return Visualization(images, scores, history, best, totals)
 
 
 def resolve_objectives(model: Model, targets: Sequence[Objective], param: Parameterization,

@@ -141,7 +141,8 @@ def random_scale(scales: Sequence[float] = tuple(1 + (i - 5) / 50 for i in range
 
 @functools.cache
 def random_rotate(angles: Sequence[float] = tuple(range(-10, 11))) -> Transform:
-    """Rotate about the centre by an angle in degrees drawn uniformly from ``angles``."""
+    """Rotate about the centre by an angle in degrees drawn uniformly from ``angles``
+    (positive angles turn the picture clockwise as displayed, rows running downwards)."""
     table = _choice(angles, "random_rotate") * (math.pi / 180.0)
 
     def transform(key, images):
