@@ -208,7 +208,7 @@ SHAPES = {k: tuple(v.shape[1:]) for k, v in jax.eval_shape(MODEL.apply, MODEL.pa
 
 OBJECTIVES = {
     "neuron": objectives.neuron("conv3", 8),
-    "neuron_at": objectives.neuron("conv1", 2, y=3, x=30),
+    "neuron_at": objectives.neuron("conv1", 3, y=3, x=30),
     "channel": objectives.channel("conv3", 8),
     "class_logit": objectives.class_logit(3),
     "direction": objectives.direction("conv2", np.linspace(-1, 1, 16)),

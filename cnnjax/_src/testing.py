@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cnnjax._src.contract import Model
 
@@ -48,18 +49,19 @@ def tiny_cnn(seed: int = 0, *, size: int = 32, channels: int = 3, num_classes: i
     """
     from cnnjax.models.adapters import from_function
 
-    keys = jax.random.split(jax.random.key(seed), 8)
+    # NumPy draws the weights: eager jax.random calls would compile one program per shape.
+    rng = np.random.default_rng(seed)
     widths = (channels, width, 2 * width, 2 * width)
     params = {}
     for i in range(3):
         cin, cout = widths[i], widths[i + 1]
         params[f"conv{i + 1}"] = {
-            "w": jax.random.normal(keys[2 * i], (3, 3, cin, cout)) * (2.0 / (9 * cin)) ** 0.5,
-            "b": jax.random.normal(keys[2 * i + 1], (cout,)) * 0.05,
+            "w": jnp.asarray(rng.normal(size=(3, 3, cin, cout)) * (2.0 / (9 * cin)) ** 0.5, jnp.float32),
+            "b": jnp.asarray(rng.normal(size=(cout,)) * 0.05, jnp.float32),
         }
     params["dense"] = {
-        "w": jax.random.normal(keys[6], (widths[-1], num_classes)) * (1.0 / widths[-1]) ** 0.5,
-        "b": jax.random.normal(keys[7], (num_classes,)) * 0.05,
+        "w": jnp.asarray(rng.normal(size=(widths[-1], num_classes)) * (1.0 / widths[-1]) ** 0.5, jnp.float32),
+        "b": jnp.asarray(rng.normal(size=(num_classes,)) * 0.05, jnp.float32),
     }
 
     def forward(p, x, tap):
