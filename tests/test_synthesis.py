@@ -63,7 +63,7 @@ def test_visualize_raises_its_objectives_and_keeps_the_best_restart():
     objs = [objectives.channel("conv3", c) for c in (8, 10, 11)]
     vis = cnnjax.visualize(TINY, objs, size=32, steps=24, restarts=3, key=1)  # as in the contract test
     history = np.asarray(vis.history)
-    assert np.all(history[:, -1] > history[:, 0] * 1.1 + 1e-3), history[:, [0, -1]]
+    assert np.all(history[:, -4:].mean(1) > 1.05 * history[:, :4].mean(1)), history[:, [0, -1]]
     np.testing.assert_allclose(vis.scores.sum(1), vis.restart_scores.max(1), rtol=1e-6)
     np.testing.assert_array_equal(vis.restart, vis.restart_scores.argmax(1))
 
