@@ -4,6 +4,10 @@
     cnnjax models [--layers]
     cnnjax train --data fashion-mnist --model fashionnet [--epochs N] ...
     cnnjax evaluate --model fashionnet
+    cnnjax visualize (--layer L --channels C... | --classes NAME...) [--preset P] [--out FILE]
+    cnnjax dream IMAGE [--layers L...] [--out FILE]
+    cnnjax invert IMAGE [--layers L...] [--out FILE]
+    cnnjax style CONTENT STYLE... [--blend W...] [--preserve-color] [--out FILE]
     cnnjax demo --out DIR [--full]
 
 Bad arguments print a usage message and exit with status 2; a bad file or value exits with
@@ -117,6 +121,127 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _note(message: str) -> None:
+    """One line on stderr about long work (the run itself is one compiled call)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _cmd_visualize(args) -> int:
+    from cnnjax import objectives
+    from cnnjax._src.image_io import save_image
+    from cnnjax.models.zoo import load_model
+    from cnnjax.report.figures import captioned_grid
+    from cnnjax.techniques.visualize import visualize
+
+    model = load_model(args.model)
+    spec = model.spec
+    if args.classes:
+        targets = [spec.class_index(c) for c in args.classes]  # names checked before any work
+        objs = [objectives.class_logit(i) for i in targets]
+        captions = [f"{spec.class_name(i)} ({i})" for i in targets]
+    else:
+        if args.layer is None or not args.channels:
+            raise ValueError("give --classes, or --layer with --channels")
+        make = objectives.neuron if args.neuron else objectives.channel
+        objs = [make(args.layer, c) for c in args.channels]
+        captions = [f"{args.layer}:{c}" for c in args.channels]
+    _note(f"visualize: {len(objs)} targets, preset {args.preset} (one compiled program; minutes on a CPU)")
+    vis = visualize(model, objs, preset=args.preset, steps=args.steps, size=args.size, restarts=args.restarts,
+                    key=args.seed)  # fmt: skip
+    if args.classes:
+        import jax
+
+        probs = jax.nn.softmax(model(vis.images)["logits"], axis=-1)
+        captions = [f"{c} {float(probs[i, t]):.0%}" for i, (c, t) in enumerate(zip(captions, targets))]
+    path = save_image(args.out, captioned_grid(vis.images, captions, scale=2 if vis.images.shape[1] < 100 else 1))
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_dream(args) -> int:
+    from cnnjax._src.image_io import load_image, save_image
+    from cnnjax.models.zoo import load_model
+    from cnnjax.techniques.dream import dream
+
+    model = load_model(args.model)
+    image = _fit(load_image(args.image), args.max_size)
+    if model.spec.channels == 1:
+        image = image.mean(axis=-1, keepdims=True)
+    _note(f"dream: {image.shape[2]}x{image.shape[1]}, layers {', '.join(args.layers)}, {args.octaves} octaves")
+    out = dream(model, image, args.layers, octaves=args.octaves, steps=args.steps, step_size=args.step_size,
+                key=args.seed)  # fmt: skip
+    print(f"wrote {save_image(args.out, out.images[0])}")
+    return 0
+
+
+def _cmd_invert(args) -> int:
+    import numpy as np
+
+    from cnnjax._src.image_io import load_image, save_image
+    from cnnjax.models.zoo import load_model
+    from cnnjax.report.figures import captioned_grid
+    from cnnjax.techniques.invert import invert
+
+    model = load_model(args.model)
+    spec = model.spec
+    image = load_image(args.image, spec.input_size, resize=spec.resize_size)
+    if spec.channels == 1:
+        image = image.mean(axis=-1, keepdims=True)
+    _note(f"invert: layers {', '.join(args.layers)}, {args.steps} steps (one compiled program)")
+    inv = invert(model, image, args.layers, steps=args.steps, key=args.seed)
+    tiles = np.concatenate([image, np.asarray(inv.images)])
+    captions = ["photo"] + [f"{name}: error {float(e):.3f}" for name, e in zip(inv.layers, inv.error)]
+    print(f"wrote {save_image(args.out, captioned_grid(tiles, captions, cols=len(tiles)))}")
+    return 0
+
+
+def _cmd_style(args) -> int:
+    import numpy as np
+
+    from cnnjax._src.image_io import load_image, save_image
+    from cnnjax.models.zoo import load_model
+    from cnnjax.techniques.style import style_transfer
+
+    model = load_model(args.model)
+    content = load_image(args.content, args.size, resize=args.size)
+    styles = np.concatenate([load_image(_style_path(p), args.size, resize=args.size) for p in args.styles])
+    _note(f"style: {len(args.styles)} style image(s), {args.steps} steps with {args.optimizer}")
+    out = style_transfer(model, content, styles, blend=args.blend, steps=args.steps, optimizer=args.optimizer,
+                         preserve_color=args.preserve_color, style_weight=args.style_weight, key=args.seed)  # fmt: skip
+    print(f"wrote {save_image(args.out, out.images[0])}")
+    print(f"style loss {float(out.initial_style_loss[0]):.4f} -> {float(out.style_loss[0]):.4f}, "
+          f"content loss {float(out.content_loss[0]):.4f}")  # fmt: skip
+    return 0
+
+
+def _style_path(name: str):
+    """A file, or the name of a bundled style image ("ihc", "hubble_deep_field")."""
+    from importlib import resources
+
+    from cnnjax._src.samples import SAMPLE_STYLES
+
+    if Path(name).exists():
+        return name
+    for file in SAMPLE_STYLES:
+        if name in (file, file.rsplit(".", 1)[0]):
+            with resources.as_file(resources.files("cnnjax").joinpath("assets/styles", file)) as path:
+                return path
+    return name  # load_image reports the missing file
+
+
+def _fit(image, max_size: int):
+    """Downscale so the longer side is at most ``max_size`` (keeps dreams fast)."""
+    import jax
+    import numpy as np
+
+    h, w = image.shape[1:3]
+    if max(h, w) <= max_size:
+        return image
+    s = max_size / max(h, w)
+    size = (1, max(1, round(h * s)), max(1, round(w * s)), image.shape[-1])
+    return np.asarray(jax.image.resize(image, size, "linear")).clip(0.0, 1.0)
+
+
 def _cmd_demo(args) -> int:
     from cnnjax.report.demo import run_demo
 
@@ -163,6 +288,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="download the data set if it is missing")
     p.set_defaults(run=_cmd_evaluate)
 
+    p = sub.add_parser("visualize", help="images that maximise channels, neurons or classes (a PNG grid)")
+    p.add_argument("--layer", help="the layer of --channels (see cnnjax models --layers)")
+    p.add_argument("--channels", type=_nonnegative_int, nargs="+", metavar="C", help="channel indices")
+    p.add_argument("--neuron", action="store_true", help="the centre unit of each channel, not its mean")
+    p.add_argument("--classes", nargs="+", metavar="NAME", help="class names or indices (logits)")
+    p.add_argument("--preset", choices=["lucid", "yosinski", "plain"], default="lucid")
+    p.add_argument("--steps", type=_positive_int, default=None, help="optimiser steps (preset's)")
+    p.add_argument("--size", type=_positive_int, default=None, help="image size (preset's)")
+    p.add_argument("--restarts", type=_positive_int, default=1, help="best of R runs per target")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    p.add_argument("--out", type=Path, default=Path("visualize.png"), help="the PNG to write")
+    p.set_defaults(run=_cmd_visualize)
+
+    p = sub.add_parser("dream", help="DeepDream a photo")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--layers", nargs="+", default=["block_6"], metavar="L", help="layers to amplify (block_6)")
+    p.add_argument("--octaves", type=_positive_int, default=4)
+    p.add_argument("--steps", type=_positive_int, default=10, help="steps per octave (10)")
+    p.add_argument("--step-size", type=_positive_float, default=1.5, help="grey levels per step (1.5)")
+    p.add_argument("--max-size", type=_positive_int, default=512, help="downscale larger photos to this")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    p.add_argument("--out", type=Path, default=Path("dream.png"))
+    p.set_defaults(run=_cmd_dream)
+
+    p = sub.add_parser("invert", help="reconstruct a photo from its code at several layers")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--layers", nargs="+", default=["stem", "block_3", "block_10", "logits"], metavar="L")
+    p.add_argument("--steps", type=_positive_int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    p.add_argument("--out", type=Path, default=Path("invert.png"))
+    p.set_defaults(run=_cmd_invert)
+
+    p = sub.add_parser("style", help="paint a photo in the style of others")
+    p.add_argument("content", metavar="CONTENT")
+    p.add_argument("styles", nargs="+", metavar="STYLE", help="style images, or the bundled 'ihc', 'hubble_deep_field'")
+    p.add_argument("--blend", type=_nonnegative_float, nargs="+", default=None, metavar="W",
+                   help="one weight per style image")
+    p.add_argument("--style-weight", type=_nonnegative_float, default=30.0)
+    p.add_argument("--preserve-color", action="store_true", help="transfer luminance only, keep the colours")
+    p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
+    p.add_argument("--steps", type=_positive_int, default=200)
+    p.add_argument("--size", type=_positive_int, default=224)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    p.add_argument("--out", type=Path, default=Path("style.png"))
+    p.set_defaults(run=_cmd_style)
+
     p = sub.add_parser("demo", help="write an HTML report of what cnnjax can do")
     p.add_argument("--out", type=Path, default=Path("cnnjax-report"), help="output folder")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
@@ -172,16 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(kind: type, what: str):
-    """An argparse type: a ``kind`` (int or float) greater than zero."""
+def _positive(kind: type, what: str, zero: bool = False):
+    """An argparse type: a ``kind`` (int or float) greater than zero (or >= 0 with ``zero``)."""
+    adjective = "non-negative" if zero else "positive"
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {what}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected a {adjective} {what}, got {text!r}") from None
+        if not (value >= 0 if zero else value > 0) or value != value:
+            raise argparse.ArgumentTypeError(f"expected a {adjective} {what}, got {value}")
         return value
 
     return parse
@@ -189,6 +365,8 @@ def _positive(kind: type, what: str):
 
 _positive_int = _positive(int, "integer")
 _positive_float = _positive(float, "number")
+_nonnegative_int = _positive(int, "integer", zero=True)
+_nonnegative_float = _positive(float, "number", zero=True)
 
 
 def main(argv: list[str] | None = None) -> int:

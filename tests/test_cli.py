@@ -81,18 +81,15 @@ def test_console_script_runs_without_traceback(tmp_path):
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "no such image file" in bad.stderr
 
 
-@pytest.fixture(scope="module")
-def demo_report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report")
-    assert main(["demo", "--out", str(out), "--quiet"]) == 0
-    return out / "index.html"
-
-
 def test_demo_writes_a_self_contained_report(demo_report):
     html = demo_report.read_text()
     assert "<h2>Classification</h2>" in html and "<h2>The model</h2>" in html
     assert "<h2>Training</h2>" in html and "test accuracy" in html
-    assert html.count('src="data:image/png;base64,') == 5  # four photos and the training curves
+    # Four photos, the training curves, and one figure each for activation maximisation,
+    # DeepDream, inversion and style transfer.
+    assert html.count('src="data:image/png;base64,') == 9
+    for title in ("Activation maximisation", "DeepDream", "Inversion", "Style transfer"):
+        assert f"<h2>{title}</h2>" in html
     assert "espresso (967)" in html
     assert "block_15" in html
     assert not re.search(r'src="(?!data:)', html), "no external resources"

@@ -27,6 +27,7 @@ __all__ = [
     "weights_dir",
     "read_manifest",
     "load_checked",
+    "verified_file",
     "read_safetensors",
     "write_safetensors",
     "sha256_file",
@@ -129,11 +130,8 @@ def read_manifest(name: str, directory: str | os.PathLike | None = None) -> tupl
         raise ValueError(f"weights manifest {path} is corrupted ({e})") from None
 
 
-def load_checked(name: str, directory: str | os.PathLike | None = None):
-    """Load bundled weights ``NAME.safetensors`` after checking its size and sha256.
-
-    Returns:
-      ``(tensors, manifest)``.
+def verified_file(name: str, directory: str | os.PathLike | None = None) -> tuple[Path, dict]:
+    """The path of ``NAME.safetensors`` and its manifest, after checking size and sha256.
 
     Raises:
       FileNotFoundError: the file or its manifest is missing.
@@ -155,5 +153,16 @@ def load_checked(name: str, directory: str | os.PathLike | None = None):
             f"weights file {path} is corrupted: sha256 {digest} differs from the manifest's "
             f"{manifest['sha256']}; restore it from the repository"
         )
+    return path, manifest
+
+
+def load_checked(name: str, directory: str | os.PathLike | None = None):
+    """Load bundled weights ``NAME.safetensors`` after checking its size and sha256
+    (:func:`verified_file`).
+
+    Returns:
+      ``(tensors, manifest)``.
+    """
+    path, manifest = verified_file(name, directory)
     tensors, _ = read_safetensors(path)
     return tensors, manifest

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax._src.contract import Model
-from cnnjax.models._weights import load_checked
+from cnnjax.models._weights import load_checked, verified_file
 
 __all__ = ["load_model", "list_models", "imagenet_classes", "module_tensors", "assign_tensors"]
 
@@ -135,7 +135,9 @@ def load_model(name: str = "efficientnet_lite0", *, weights_dir: str | os.PathLi
 
     Returns:
       A :class:`~cnnjax.Model` with ``apply(params, images, *, perturb=None)``, ``params``
-      and ``spec``. Images are float32 NHWC in [0, 1] at ``spec.input_size``.
+      and ``spec``. Images are float32 NHWC in [0, 1] at ``spec.input_size``. The weights
+      file's checksum is verified at every call; the same file gives the same (immutable)
+      model object, so jitted techniques compile once per process.
 
     Raises:
       ValueError: unknown name, or a corrupted or truncated weights file (named).
@@ -149,4 +151,13 @@ def load_model(name: str = "efficientnet_lite0", *, weights_dir: str | os.PathLi
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; bundled models: {', '.join(_MODELS)}")
-    return _MODELS[name][0](weights_dir)
+    # The file is checked at every call; the model built from a file with a given checksum is
+    # built once per process, so repeated loads share one ``apply`` and its compiled programs.
+    path, manifest = verified_file(name, weights_dir)
+    key = (name, str(path.resolve()), manifest["sha256"])
+    if key not in _LOADED:
+        _LOADED[key] = _MODELS[name][0](weights_dir)
+    return _LOADED[key]
+
+
+_LOADED: dict[tuple[str, str, str], Model] = {}

@@ -9,6 +9,7 @@ minutes on 2 CPU cores); ``full=True`` uses the published settings.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from html import escape as html_escape
@@ -18,6 +19,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from cnnjax._src.atomic import atomic_write_bytes
 from cnnjax._src.contract import Model
 from cnnjax._src.samples import sample_photos
 from cnnjax.report.html import Report, Section, bars, figure, table
@@ -28,12 +30,15 @@ __all__ = ["DemoContext", "SECTIONS", "run_demo"]
 
 @dataclasses.dataclass
 class DemoContext:
-    """What every demo section gets: the model, the photos, the settings and a timer log."""
+    """What every demo section gets: the model, the photos, the settings, a timer log, and
+    ``results``, where sections record the figures they measured (written to
+    ``results.json`` beside the report)."""
 
     model: Model
     photos: dict[str, np.ndarray]
     full: bool = False
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    results: dict[str, dict] = dataclasses.field(default_factory=dict)
 
 
 def classification_section(ctx: DemoContext) -> Section:
@@ -99,14 +104,22 @@ def training_section(ctx: DemoContext) -> Section:
     return Section("Training", body)
 
 
+def _synthesis_sections() -> list[Callable[[DemoContext], Section]]:
+    from cnnjax.report import synthesis
+
+    return [synthesis.visualize_section, synthesis.dream_section, synthesis.invert_section, synthesis.style_section]
+
+
 #: The demo's sections, in order. Techniques append theirs here.
-SECTIONS: list[Callable[[DemoContext], Section]] = [classification_section, model_section, training_section]
+SECTIONS: list[Callable[[DemoContext], Section]] = [classification_section, model_section, training_section,
+                                                    *_synthesis_sections()]  # fmt: skip
 
 
 def run_demo(
     out: str | Path, *, model_name: str = "efficientnet_lite0", full: bool = False, progress: bool = True
 ) -> Path:
-    """Write ``out/index.html``: every section of :data:`SECTIONS` on a bundled model."""
+    """Write ``out/index.html`` (every section of :data:`SECTIONS` on a bundled model) and
+    ``out/results.json`` (the figures the sections measured, the settings and the timings)."""
     from cnnjax.models.zoo import load_model
 
     out = Path(out)
@@ -127,4 +140,7 @@ def run_demo(
     total = time.perf_counter() - start
     parts = ", ".join(f"{name.removesuffix('_section')} {t:.1f} s" for name, t in ctx.timings.items())
     report.intro += f" Written in {total:.1f} s ({parts})."
+    results = {"model": model.spec.name, "backend": jax.default_backend(), "full": full,
+               "seconds": {k.removesuffix("_section"): round(v, 2) for k, v in ctx.timings.items()}, **ctx.results}  # fmt: skip
+    atomic_write_bytes(out / "results.json", (json.dumps(results, indent=1, sort_keys=True) + "\n").encode())
     return report.save(out / "index.html")
