@@ -8,6 +8,7 @@
     cnnjax dream IMAGE [--layers L...] [--out FILE]
     cnnjax invert IMAGE [--layers L...] [--out FILE]
     cnnjax style CONTENT STYLE... [--blend W...] [--preserve-color] [--out FILE]
+    cnnjax fool --classes NAME... [--method gradient|evolution] [--out FILE]
     cnnjax demo --out DIR [--full]
 
 Bad arguments print a usage message and exit with status 2; a bad file or value exits with
@@ -214,6 +215,25 @@ def _cmd_style(args) -> int:
     return 0
 
 
+def _cmd_fool(args) -> int:
+    from cnnjax._src.image_io import save_image
+    from cnnjax.models.zoo import load_model
+    from cnnjax.report.figures import captioned_grid
+    from cnnjax.techniques.fooling import fooling_images
+
+    model = load_model(args.model)
+    spec = model.spec
+    classes = [spec.class_index(c) for c in args.classes]  # names checked before any work
+    _note(f"fool: {len(classes)} classes by {args.method} (one compiled program)")
+    fool = fooling_images(model, classes, method=args.method, steps=args.steps, size=args.size, key=args.seed)
+    captions = [f"{spec.class_name(c)} {float(p):.1%}" for c, p in zip(classes, fool.confidence)]
+    path = save_image(args.out, captioned_grid(fool.images, captions, scale=2 if fool.images.shape[1] < 100 else 1))
+    for caption in captions:
+        print(f"  {caption}")
+    print(f"wrote {path}")
+    return 0
+
+
 def _style_path(name: str):
     """A file, or the name of a bundled style image ("ihc", "hubble_deep_field")."""
     from importlib import resources
@@ -337,6 +357,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=Path("style.png"))
     p.set_defaults(run=_cmd_style)
+
+    p = sub.add_parser("fool", help="fooling images: unrecognisable images classified with high confidence")
+    p.add_argument("--classes", nargs="+", required=True, metavar="NAME", help="class names or indices")
+    p.add_argument("--method", choices=["gradient", "evolution"], default="gradient")
+    p.add_argument("--steps", type=_positive_int, default=None, help="steps or generations (100 / 200)")
+    p.add_argument("--size", type=_positive_int, default=None, help="image size (the model's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    p.add_argument("--out", type=Path, default=Path("fool.png"))
+    p.set_defaults(run=_cmd_fool)
 
     p = sub.add_parser("demo", help="write an HTML report of what cnnjax can do")
     p.add_argument("--out", type=Path, default=Path("cnnjax-report"), help="output folder")

@@ -118,6 +118,25 @@ def test_style_transfer_lowers_the_style_loss_blends_and_keeps_colours():
     assert np.abs(chroma[inside]).max() < 1e-4
 
 
+def test_fooling_images_by_gradient_and_by_evolution():
+    fool = cnnjax.attacks.fooling_images(TINY, [1, "class_4"], steps=40, size=32, lr=0.05)
+    assert np.all(np.asarray(fool.confidence) > 0.9), fool.confidence
+    evo = cnnjax.attacks.fooling_images(TINY, [1, 4, 7], method="evolution", steps=30, size=32, population=16)
+    h = np.asarray(evo.history)
+    assert np.all(h[:, -1] > h[:, 0]), h[:, [0, -1]]  # the champions improve
+    probs = jax.nn.softmax(TINY(evo.images)["logits"], axis=-1)
+    np.testing.assert_allclose(evo.confidence, probs[np.arange(3), [1, 4, 7]], rtol=1e-5)
+
+
+def test_fooling_evolution_contract():
+    def run(classes, key):
+        return cnnjax.attacks.fooling_images(TINY, [int(c) for c in classes], method="evolution", steps=30,
+                                             size=32, population=16, key=key).images  # fmt: skip
+
+    # MAP-Elites shares one population between the classes, so they are not independent.
+    check_technique_contract(run, jnp.array([1, 4, 7]), jnp.array([2, 5, 8]), independent=False)
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 
@@ -140,6 +159,8 @@ def test_bad_input_is_refused_before_any_work():
         (lambda: cnnjax.style_transfer(TINY, good, good, style_layers=("pooled",)), "not spatial"),
         (lambda: cnnjax.style_transfer(TINY, good, good, blend=[1, 2]), "blend must be"),
         (lambda: cnnjax.style_transfer(TINY, good, good, optimizer="sgd"), "optimizer must be"),
+        (lambda: cnnjax.attacks.fooling_images(TINY, ["nope"]), "unknown class 'nope'"),
+        (lambda: cnnjax.attacks.fooling_images(TINY, [1], method="magic"), "method must be"),
     ]
     for make, message in cases:
         with pytest.raises(ValueError, match=message):

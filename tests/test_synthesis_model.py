@@ -33,3 +33,9 @@ def test_style_transfer_lowers_the_style_loss_and_keeps_the_content(demo_results
 def test_dream_raises_its_objective(demo_results):
     r = demo_results["dream"]
     assert r["objective_last_step"] > 1.5 * r["objective_first_step"], r
+
+
+def test_fooling_images_reach_99_percent(demo_results):
+    r = demo_results["fool"]
+    confident = [c for c, p in zip(r["classes"], r["gradient_confidence"]) if p >= 0.99]
+    assert len(confident) >= 9, dict(zip(r["classes"], r["gradient_confidence"]))

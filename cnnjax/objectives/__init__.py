@@ -25,8 +25,8 @@ from cnnjax._src.contract import ModelSpec, Objective, pytree_dataclass, static_
 from cnnjax.losses import features as _features
 from cnnjax.losses import image as _image
 
-__all__ = ["Objective", "neuron", "channel", "class_logit", "direction", "deepdream", "diversity",
-           "total_variation", "alpha_norm", "stack"]  # fmt: skip
+__all__ = ["Objective", "neuron", "channel", "class_logit", "class_log_probability", "direction", "deepdream",
+           "diversity", "total_variation", "alpha_norm", "stack"]  # fmt: skip
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -147,6 +147,26 @@ def class_logit(cls: int | str) -> Objective:
     if isinstance(cls, str):
         return ClassLogit(jnp.int32(0), cls)
     return ClassLogit(_index(cls, "class"))
+
+
+@pytree_dataclass
+class ClassLogProbability(ClassLogit):
+    """A class's log-probability: ``log_softmax(acts["logits"])[:, index]``."""
+
+    def resolve(self, spec, shapes):
+        resolved = ClassLogit.resolve(self, spec, shapes)
+        return ClassLogProbability(resolved.index)
+
+    def __call__(self, acts):
+        return jnp.take(jax.nn.log_softmax(acts["logits"], axis=-1), self.index, axis=-1)
+
+
+def class_log_probability(cls: int | str) -> Objective:
+    """Maximise ``log p(cls)`` (after the softmax): unlike the logit, this also pushes the
+    other classes down, which is what a confident (e.g. fooling) image needs."""
+    if isinstance(cls, str):
+        return ClassLogProbability(jnp.int32(0), cls)
+    return ClassLogProbability(_index(cls, "class"))
 
 
 @pytree_dataclass

@@ -107,7 +107,8 @@ def training_section(ctx: DemoContext) -> Section:
 def _synthesis_sections() -> list[Callable[[DemoContext], Section]]:
     from cnnjax.report import synthesis
 
-    return [synthesis.visualize_section, synthesis.dream_section, synthesis.invert_section, synthesis.style_section]
+    return [synthesis.visualize_section, synthesis.dream_section, synthesis.invert_section, synthesis.style_section,
+            synthesis.fooling_section]  # fmt: skip
 
 
 #: The demo's sections, in order. Techniques append theirs here.

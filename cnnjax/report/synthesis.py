@@ -16,11 +16,13 @@ from cnnjax._src.samples import sample_photos, sample_styles
 from cnnjax.report.figures import captioned_grid
 from cnnjax.report.html import Section, figure, table
 from cnnjax.techniques.dream import dream
+from cnnjax.techniques.fooling import fooling_images
 from cnnjax.techniques.invert import invert
 from cnnjax.techniques.style import style_transfer
 from cnnjax.techniques.visualize import visualize
 
-__all__ = ["QUICK", "FULL", "CLASSES", "visualize_section", "dream_section", "invert_section", "style_section"]
+__all__ = ["QUICK", "FULL", "CLASSES", "visualize_section", "dream_section", "invert_section", "style_section",
+           "fooling_section"]  # fmt: skip
 
 #: Ten ImageNet classes with distinctive shapes, colours or textures.
 CLASSES = ("goldfish", "flamingo", "jellyfish", "strawberry", "lemon", "pizza", "volcano", "daisy", "zebra",
@@ -31,12 +33,14 @@ QUICK = {
     "dream": {"photo": "chelsea.png", "max_side": 300, "layers": ("block_6",), "octaves": 3, "steps": 10},
     "invert": {"photo": "coffee.png", "layers": ("stem", "block_3", "block_10", "logits"), "steps": 100},
     "style": {"photo": "chelsea.png", "style": "ihc.png", "size": 160, "steps": 100},
+    "fool": {"size": 128, "steps": 30, "generations": 60, "evolved_classes": 4},
 }
 FULL = {
     "visualize": {"steps": 512, "size": 128},
     "dream": {"photo": "chelsea.png", "max_side": 451, "layers": ("block_6",), "octaves": 4, "steps": 10},
     "invert": {"photo": "coffee.png", "layers": ("stem", "block_3", "block_10", "logits"), "steps": 300},
     "style": {"photo": "chelsea.png", "style": "ihc.png", "size": 224, "steps": 200},
+    "fool": {"size": 224, "steps": 100, "generations": 1000, "evolved_classes": 10},
 }
 
 
@@ -143,3 +147,29 @@ def style_section(ctx) -> Section:
                  width=3 * s["size"] + 20)  # fmt: skip
     )
     return Section("Style transfer", body)
+
+
+def fooling_section(ctx) -> Section:
+    s = _settings(ctx, "fool")
+    grad = fooling_images(ctx.model, CLASSES, method="gradient", steps=s["steps"], size=s["size"])
+    evolved_classes = CLASSES[: s["evolved_classes"]]
+    evo = fooling_images(ctx.model, evolved_classes, method="evolution", steps=s["generations"], size=s["size"])
+    g, e = np.asarray(grad.confidence), np.asarray(evo.confidence)
+    ctx.results["fool"] = {**s, "classes": list(CLASSES), "gradient_confidence": [round(float(c), 5) for c in g],
+                           "evolved_classes": list(evolved_classes),
+                           "evolution_confidence": [round(float(c), 5) for c in e]}  # fmt: skip
+    body = (
+        f"<p>Fooling images (<code>cnnjax.attacks.fooling_images</code>, Nguyen et al. 2015): images no "
+        f"person would call a goldfish or a volcano that the model classifies as one. Top: gradient ascent "
+        f"on the log-probability from noise, {s['steps']} Adam steps in pixel space with no prior, "
+        f"{int(np.sum(g >= 0.99))} of {len(g)} at 99% confidence or more. Bottom: MAP-Elites with CPPN-encoded "
+        f"images (smooth patterns drawn by a small network of the pixel coordinates), {s['generations']} "
+        f"generations of 32 offspring, the evolution of all classes one compiled program; Nguyen et al. ran "
+        f"thousands of generations.</p>"
+        + figure(captioned_grid(grad.images, [f"{c} {q:.1%}" for c, q in zip(CLASSES, g)], cols=5),
+                 "Gradient ascent from noise", width=5 * s["size"] + 20)  # fmt: skip
+        + figure(captioned_grid(evo.images, [f"{c} {q:.1%}" for c, q in zip(evolved_classes, e)],
+                                cols=len(evolved_classes)), "Evolved (CPPN)",
+                 width=len(evolved_classes) * s["size"] + 20)  # fmt: skip
+    )
+    return Section("Fooling images", body)
