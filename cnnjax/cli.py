@@ -49,10 +49,8 @@ def _cmd_classify(args) -> int:
     model = load_model(args.model)
     spec = model.spec
     k = min(args.top, spec.num_classes)
-    # Check every file before any model work. Greyscale models get the mean of R, G and B.
-    images = [load_image(p, spec.input_size, resize=spec.resize_size) for p in args.images]
-    if spec.channels == 1:
-        images = [x.mean(axis=-1, keepdims=True) for x in images]
+    # Check every file before any model work.
+    images = [_channels(load_image(p, spec.input_size, resize=spec.resize_size), spec) for p in args.images]
     chunks = range(0, len(images), _CLASSIFY_BATCH)
     for start in tqdm(chunks, desc="classify", unit="batch", disable=len(chunks) < 2, leave=False):
         batch = images[start : start + _CLASSIFY_BATCH]
@@ -165,9 +163,7 @@ def _cmd_dream(args) -> int:
     from cnnjax.techniques.dream import dream
 
     model = load_model(args.model)
-    image = _fit(load_image(args.image), args.max_size)
-    if model.spec.channels == 1:
-        image = image.mean(axis=-1, keepdims=True)
+    image = _channels(_fit(load_image(args.image), args.max_size), model.spec)
     _note(f"dream: {image.shape[2]}x{image.shape[1]}, layers {', '.join(args.layers)}, {args.octaves} octaves")
     out = dream(model, image, args.layers, octaves=args.octaves, steps=args.steps, step_size=args.step_size,
                 key=args.seed)  # fmt: skip
@@ -185,9 +181,7 @@ def _cmd_invert(args) -> int:
 
     model = load_model(args.model)
     spec = model.spec
-    image = load_image(args.image, spec.input_size, resize=spec.resize_size)
-    if spec.channels == 1:
-        image = image.mean(axis=-1, keepdims=True)
+    image = _channels(load_image(args.image, spec.input_size, resize=spec.resize_size), spec)
     _note(f"invert: layers {', '.join(args.layers)}, {args.steps} steps (one compiled program)")
     inv = invert(model, image, args.layers, steps=args.steps, key=args.seed)
     tiles = np.concatenate([image, np.asarray(inv.images)])
@@ -204,8 +198,9 @@ def _cmd_style(args) -> int:
     from cnnjax.techniques.style import style_transfer
 
     model = load_model(args.model)
-    content = load_image(args.content, args.size, resize=args.size)
-    styles = np.concatenate([load_image(_style_path(p), args.size, resize=args.size) for p in args.styles])
+    content = _channels(load_image(args.content, args.size, resize=args.size), model.spec)
+    styles = np.concatenate([_channels(load_image(_style_path(p), args.size, resize=args.size), model.spec)
+                             for p in args.styles])  # fmt: skip
     _note(f"style: {len(args.styles)} style image(s), {args.steps} steps with {args.optimizer}")
     out = style_transfer(model, content, styles, blend=args.blend, steps=args.steps, optimizer=args.optimizer,
                          preserve_color=args.preserve_color, style_weight=args.style_weight, key=args.seed)  # fmt: skip
@@ -247,6 +242,11 @@ def _style_path(name: str):
             with resources.as_file(resources.files("cnnjax").joinpath("assets/styles", file)) as path:
                 return path
     return name  # load_image reports the missing file
+
+
+def _channels(image, spec):
+    """RGB images as the model takes them: greyscale models get the mean of R, G and B."""
+    return image.mean(axis=-1, keepdims=True) if spec.channels == 1 else image
 
 
 def _fit(image, max_size: int):

@@ -116,3 +116,29 @@ def test_demo_report_renders_in_a_headless_browser(demo_report, tmp_path):
     distinct = len(np.unique(pixels[:, 0] * 65536 + pixels[:, 1] * 256 + pixels[:, 2]))
     assert bar_pixels > 500, bar_pixels
     assert distinct > 5000, distinct
+
+
+def test_synthesis_commands_write_their_pictures(capsys, tmp_path):
+    """visualize, dream, invert, style and fool end to end, on the small FashionNet for speed."""
+    with resources.as_file(PHOTOS.joinpath("coffee.png")) as coffee:
+        runs = [
+            (["visualize", "--classes", "Trouser", "Bag", "--steps", "4", "--size", "28"], "visualize.png"),
+            (["dream", str(coffee), "--layers", "conv4", "--octaves", "2", "--steps", "2", "--max-size", "64"],
+             "dream.png"),
+            (["invert", str(coffee), "--layers", "conv2", "logits", "--steps", "5"], "invert.png"),
+            (["style", str(coffee), "ihc", "--steps", "3", "--size", "32"], "style.png"),
+            (["fool", "--classes", "Sandal", "--steps", "5"], "fool.png"),
+        ]  # fmt: skip
+        for argv, name in runs:
+            out = tmp_path / name
+            code, stdout, err = run(capsys, *argv, "--model", "fashionnet", "--out", str(out))
+            assert code == 0, (argv, err)
+            assert f"wrote {out}" in stdout
+            with Image.open(out) as picture:
+                assert picture.size[0] >= 28
+    code, stdout, err = run(capsys, "visualize", "--classes", "Trowser", "--model", "fashionnet")
+    assert code == 1 and "did you mean 'Trouser'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "visualize", "--layer", "conv5", "--model", "fashionnet")
+    assert code == 1 and "give --classes, or --layer with --channels" in err
+    code, _, err = run(capsys, "visualize", "--layer", "conv5", "--channels", "999", "--model", "fashionnet")
+    assert code == 1 and "it has 128 channels" in err
