@@ -34,15 +34,29 @@ def visualize_program(model, targets, steps, size):
     objs = [objectives.channel("block_10", c % 112) for c in targets]
     stacked = objectives.stack(vis_mod.resolve_objectives(model, objs, param, preset.transform))
     keys = jax.random.split(jax.random.key(0), len(targets))
-    fn = jax.jit(lambda p, o, k: vis_mod._run(model.apply, p, o, k, param=param, transform=preset.transform,
-                                              optimizer=preset.optimizer, steps=steps, restarts=1))  # fmt: skip
+    fn = jax.jit(
+        lambda p, o, k: vis_mod._run(
+            model.apply,
+            p,
+            o,
+            k,
+            param=param,
+            transform=preset.transform,
+            optimizer=preset.optimizer,
+            steps=steps,
+            restarts=1,
+        )
+    )
     return fn, (model.params, stacked, keys)
 
 
 def rate(r, peak, work):
     flops = float((r["cost"] or {}).get("flops", 0.0))
-    return {"gflops_per_s": round(flops / r["steady_s"] / 1e9, 2), "fraction_of_matmul_peak":
-            round(flops / r["steady_s"] / peak, 4), "per_s": round(work / r["steady_s"], 3)}  # fmt: skip
+    return {
+        "gflops_per_s": round(flops / r["steady_s"] / 1e9, 2),
+        "fraction_of_matmul_peak": round(flops / r["steady_s"] / peak, 4),
+        "per_s": round(work / r["steady_s"], 3),
+    }
 
 
 def main() -> None:
@@ -73,12 +87,23 @@ def main() -> None:
                 jax.block_until_ready(one_compiled(model.params, o, k))
             loops.append(time.perf_counter() - start)
         loop_s = statistics.median(loops)
-        emit({"case": "visualize", **info, "targets": t, "steps": args.steps, "size": args.size,
-              "shape": [t, args.size, args.size, 3], "compile_s": r["compile_s"],
-              "steady_s": round(r["steady_s"], 3), "targets_per_s": round(t / r["steady_s"], 3),
-              "loop_steady_s": round(loop_s, 3), "loop_targets_per_s": round(t / loop_s, 3),
-              "speedup_vs_loop": round(loop_s / r["steady_s"], 2),
-              **{k: v for k, v in rate(r, peak, t * args.steps).items() if k != "per_s"}})  # fmt: skip
+        emit(
+            {
+                "case": "visualize",
+                **info,
+                "targets": t,
+                "steps": args.steps,
+                "size": args.size,
+                "shape": [t, args.size, args.size, 3],
+                "compile_s": r["compile_s"],
+                "steady_s": round(r["steady_s"], 3),
+                "targets_per_s": round(t / r["steady_s"], 3),
+                "loop_steady_s": round(loop_s, 3),
+                "loop_targets_per_s": round(t / loop_s, 3),
+                "speedup_vs_loop": round(loop_s / r["steady_s"], 2),
+                **{k: v for k, v in rate(r, peak, t * args.steps).items() if k != "per_s"},
+            }
+        )
 
     photo = cnnjax.sample_photos()["chelsea.png"]
     style = cnnjax.sample_styles()["ihc.png"]
@@ -86,31 +111,82 @@ def main() -> None:
     for optimizer in ("adam", "lbfgs"):
         opt = style_mod._adam(0.01) if optimizer == "adam" else style_mod._lbfgs()
         content_layer, style_layers = style_mod.default_layers(model.spec)
-        fargs = (model.params, jnp.asarray(photo), jnp.asarray(style), jnp.ones((1, 1)),
-                 jnp.asarray([[1.0, 30.0, 300.0]]), jax.random.key(0), jnp.float32(1.0))  # fmt: skip
-        fn = jax.jit(lambda *a, opt=opt, cl=content_layer, sl=style_layers: style_mod._run(
-            model.apply, *a, content_layer=cl, style_layers=sl, optimizer=opt, steps=steps, smoothing="softmax",
-            from_noise=False, preserve_color=False))  # fmt: skip
+        fargs = (
+            model.params,
+            jnp.asarray(photo),
+            jnp.asarray(style),
+            jnp.ones((1, 1)),
+            jnp.asarray([[1.0, 30.0, 300.0]]),
+            jax.random.key(0),
+            jnp.float32(1.0),
+        )
+        fn = jax.jit(
+            lambda *a, opt=opt, cl=content_layer, sl=style_layers: style_mod._run(
+                model.apply,
+                *a,
+                content_layer=cl,
+                style_layers=sl,
+                optimizer=opt,
+                steps=steps,
+                smoothing="softmax",
+                from_noise=False,
+                preserve_color=False,
+            )
+        )
         r = time_jitted(fn, *fargs, repeats=args.repeats, min_seconds=0.0)
         out = fn(*fargs)
-        emit({"case": "style_transfer", "optimizer": optimizer, **info, "shape": [1, 224, 224, 3], "steps": steps,
-              "compile_s": r["compile_s"], "steady_s": round(r["steady_s"], 3),
-              "iterations_per_s": round(steps / r["steady_s"], 3),
-              "style_loss_ratio": round(float(out[3][0] / out[2][0]), 2),
-              **{k: v for k, v in rate(r, peak, steps).items() if k != "per_s"}})  # fmt: skip
+        emit(
+            {
+                "case": "style_transfer",
+                "optimizer": optimizer,
+                **info,
+                "shape": [1, 224, 224, 3],
+                "steps": steps,
+                "compile_s": r["compile_s"],
+                "steady_s": round(r["steady_s"], 3),
+                "iterations_per_s": round(steps / r["steady_s"], 3),
+                "style_loss_ratio": round(float(out[3][0] / out[2][0]), 2),
+                **{k: v for k, v in rate(r, peak, steps).items() if k != "per_s"},
+            }
+        )
 
     for layer in ("block_3", "logits"):
         param = cnnjax.param.pixel((224, 224), 1, 3)
         keys = jax.random.split(jax.random.key(0), 1)
-        fargs = (model.params, jnp.asarray(photo), keys, jnp.asarray([inv_mod.tv_weight(model, layer)]), jnp.float32(30.0))
-        fn = jax.jit(lambda *a, layer=layer: inv_mod._run(
-            model.apply, *a, layers=(layer,), param=param, optimizer=inv_mod._optimizer(0.01, 0.9, steps),
-            steps=steps, alpha=6.0, beta=2.0, from_code=False))  # fmt: skip
+        fargs = (
+            model.params,
+            jnp.asarray(photo),
+            keys,
+            jnp.asarray([inv_mod.tv_weight(model, layer)]),
+            jnp.float32(30.0),
+        )
+        fn = jax.jit(
+            lambda *a, layer=layer, param=param: inv_mod._run(
+                model.apply,
+                *a,
+                layers=(layer,),
+                param=param,
+                optimizer=inv_mod._optimizer(0.01, 0.9, steps),
+                steps=steps,
+                alpha=6.0,
+                beta=2.0,
+                from_code=False,
+            )
+        )
         r = time_jitted(fn, *fargs, repeats=args.repeats, min_seconds=0.0)
-        emit({"case": "invert", "layer": layer, **info, "shape": [1, 224, 224, 3], "steps": steps,
-              "compile_s": r["compile_s"], "steady_s": round(r["steady_s"], 3),
-              "iterations_per_s": round(steps / r["steady_s"], 3),
-              **{k: v for k, v in rate(r, peak, steps).items() if k != "per_s"}})  # fmt: skip
+        emit(
+            {
+                "case": "invert",
+                "layer": layer,
+                **info,
+                "shape": [1, 224, 224, 3],
+                "steps": steps,
+                "compile_s": r["compile_s"],
+                "steady_s": round(r["steady_s"], 3),
+                "iterations_per_s": round(steps / r["steady_s"], 3),
+                **{k: v for k, v in rate(r, peak, steps).items() if k != "per_s"},
+            }
+        )
 
 
 if __name__ == "__main__":

@@ -152,7 +152,8 @@ def _cmd_visualize(args) -> int:
 
         probs = jax.nn.softmax(model(vis.images)["logits"], axis=-1)
         captions = [f"{c} {float(probs[i, t]):.0%}" for i, (c, t) in enumerate(zip(captions, targets))]
-    path = save_image(args.out, captioned_grid(vis.images, captions, scale=2 if vis.images.shape[1] < 100 else 1))
+    scale = 2 if vis.images.shape[1] < 100 else 1
+    path = save_image(args.out, captioned_grid(vis.images, captions, scale=scale))
     print(f"wrote {path}")
     return 0
 
@@ -164,7 +165,8 @@ def _cmd_dream(args) -> int:
 
     model = load_model(args.model)
     image = _channels(_fit(load_image(args.image), args.max_size), model.spec)
-    _note(f"dream: {image.shape[2]}x{image.shape[1]}, layers {', '.join(args.layers)}, {args.octaves} octaves")
+    size = f"{image.shape[2]}x{image.shape[1]}"
+    _note(f"dream: {size}, layers {', '.join(args.layers)}, {args.octaves} octaves")
     out = dream(model, image, args.layers, octaves=args.octaves, steps=args.steps, step_size=args.step_size,
                 key=args.seed)  # fmt: skip
     print(f"wrote {save_image(args.out, out.images[0])}")
@@ -203,7 +205,8 @@ def _cmd_style(args) -> int:
                              for p in args.styles])  # fmt: skip
     _note(f"style: {len(args.styles)} style image(s), {args.steps} steps with {args.optimizer}")
     out = style_transfer(model, content, styles, blend=args.blend, steps=args.steps, optimizer=args.optimizer,
-                         preserve_color=args.preserve_color, style_weight=args.style_weight, key=args.seed)  # fmt: skip
+                         preserve_color=args.preserve_color, style_weight=args.style_weight,
+                         key=args.seed)  # fmt: skip
     print(f"wrote {save_image(args.out, out.images[0])}")
     print(f"style loss {float(out.initial_style_loss[0]):.4f} -> {float(out.style_loss[0]):.4f}, "
           f"content loss {float(out.content_loss[0]):.4f}")  # fmt: skip
@@ -222,7 +225,8 @@ def _cmd_fool(args) -> int:
     _note(f"fool: {len(classes)} classes by {args.method} (one compiled program)")
     fool = fooling_images(model, classes, method=args.method, steps=args.steps, size=args.size, key=args.seed)
     captions = [f"{spec.class_name(c)} {float(p):.1%}" for c, p in zip(classes, fool.confidence)]
-    path = save_image(args.out, captioned_grid(fool.images, captions, scale=2 if fool.images.shape[1] < 100 else 1))
+    scale = 2 if fool.images.shape[1] < 100 else 1
+    path = save_image(args.out, captioned_grid(fool.images, captions, scale=scale))
     for caption in captions:
         print(f"  {caption}")
     print(f"wrote {path}")
@@ -324,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dream", help="DeepDream a photo")
     p.add_argument("image", metavar="IMAGE")
-    p.add_argument("--layers", nargs="+", default=["block_6"], metavar="L", help="layers to amplify (block_6)")
+    p.add_argument("--layers", nargs="+", default=["block_6"], metavar="L",
+                   help="layers to amplify (block_6)")
     p.add_argument("--octaves", type=_positive_int, default=4)
     p.add_argument("--steps", type=_positive_int, default=10, help="steps per octave (10)")
     p.add_argument("--step-size", type=_positive_float, default=1.5, help="grey levels per step (1.5)")
@@ -345,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("style", help="paint a photo in the style of others")
     p.add_argument("content", metavar="CONTENT")
-    p.add_argument("styles", nargs="+", metavar="STYLE", help="style images, or the bundled 'ihc', 'hubble_deep_field'")
+    p.add_argument("styles", nargs="+", metavar="STYLE",
+                   help="style images, or the bundled 'ihc', 'hubble_deep_field'")
     p.add_argument("--blend", type=_nonnegative_float, nargs="+", default=None, metavar="W",
                    help="one weight per style image")
     p.add_argument("--style-weight", type=_nonnegative_float, default=30.0)

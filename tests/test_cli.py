@@ -123,8 +123,8 @@ def test_synthesis_commands_write_their_pictures(capsys, tmp_path):
     with resources.as_file(PHOTOS.joinpath("coffee.png")) as coffee:
         runs = [
             (["visualize", "--classes", "Trouser", "Bag", "--steps", "4", "--size", "28"], "visualize.png"),
-            (["dream", str(coffee), "--layers", "conv4", "--octaves", "2", "--steps", "2", "--max-size", "64"],
-             "dream.png"),
+            (["dream", str(coffee), "--layers", "conv4", "--octaves", "2", "--steps", "2",
+              "--max-size", "64"], "dream.png"),
             (["invert", str(coffee), "--layers", "conv2", "logits", "--steps", "5"], "invert.png"),
             (["style", str(coffee), "ihc", "--steps", "3", "--size", "32"], "style.png"),
             (["fool", "--classes", "Sandal", "--steps", "5"], "fool.png"),

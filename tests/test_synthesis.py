@@ -50,8 +50,9 @@ def test_style_transfer_contract():
     style = photos(1, seed=5)
 
     def run(content, key):
-        return cnnjax.style_transfer(TINY, content, style, content_layer="conv3", style_layers=("conv1", "conv2"),
-                                     steps=5, key=key).images  # fmt: skip
+        return cnnjax.style_transfer(
+            TINY, content, style, content_layer="conv3", style_layers=("conv1", "conv2"), steps=5, key=key
+        ).images
 
     check_technique_contract(run, photos(3), photos(3, seed=1), random=False)
 
@@ -84,7 +85,9 @@ def test_visualize_presets_and_diversity():
 
 def test_dream_amplifies_the_layer_and_keeps_the_size():
     image = photos(1, 48)
-    out = cnnjax.dream(TINY, image, {"conv2": 1.0, "conv3": 0.5}, octaves=3, octave_scale=1.3, steps=6, jitter=4)
+    out = cnnjax.dream(
+        TINY, image, {"conv2": 1.0, "conv3": 0.5}, octaves=3, octave_scale=1.3, steps=6, jitter=4
+    )
     assert out.images.shape == image.shape
     score = jax.jit(lambda x: sum(w * (TINY(x)[n] ** 2).mean() for n, w in (("conv2", 1.0), ("conv3", 0.5))))
     assert float(score(out.images)) > 1.5 * float(score(jnp.asarray(image)))
@@ -130,8 +133,9 @@ def test_fooling_images_by_gradient_and_by_evolution():
 
 def test_fooling_evolution_contract():
     def run(classes, key):
-        return cnnjax.attacks.fooling_images(TINY, [int(c) for c in classes], method="evolution", steps=30,
-                                             size=32, population=16, key=key).images  # fmt: skip
+        return cnnjax.attacks.fooling_images(
+            TINY, [int(c) for c in classes], method="evolution", steps=30, size=32, population=16, key=key
+        ).images
 
     # MAP-Elites shares one population between the classes, so they are not independent.
     check_technique_contract(run, jnp.array([1, 4, 7]), jnp.array([2, 5, 8]), independent=False)
@@ -146,12 +150,23 @@ def test_bad_input_is_refused_before_any_work():
         (lambda: cnnjax.visualize(TINY, objectives.channel("nope", 0)), "unknown layer 'nope'"),
         (lambda: cnnjax.visualize(TINY, objectives.channel("conv3", 99)), "it has 16 channels"),
         (lambda: cnnjax.visualize(TINY, objectives.class_logit("clas_1")), "did you mean 'class_1'"),
-        (lambda: cnnjax.visualize(TINY, [objectives.channel("conv3", 1), objectives.channel("conv2", 1)]),
-         "same kind"),
+        (
+            lambda: cnnjax.visualize(TINY, [objectives.channel("conv3", 1), objectives.channel("conv2", 1)]),
+            "same kind",
+        ),
         (lambda: cnnjax.visualize(TINY, objectives.channel("conv3", 1), size=4, transform=None), "smallest"),
-        (lambda: cnnjax.visualize(TINY, objectives.channel("conv3", 1), steps=0), "steps must be a positive int"),
-        (lambda: cnnjax.dream(TINY, good.at[0, 0, 0, 0].set(np.nan) if False else np.where(good > 2, 0, good) * np.nan,
-                              "conv2"), "non-finite"),
+        (
+            lambda: cnnjax.visualize(TINY, objectives.channel("conv3", 1), steps=0),
+            "steps must be a positive int",
+        ),
+        (
+            lambda: cnnjax.dream(
+                TINY,
+                good.at[0, 0, 0, 0].set(np.nan) if False else np.where(good > 2, 0, good) * np.nan,
+                "conv2",
+            ),
+            "non-finite",
+        ),
         (lambda: cnnjax.dream(TINY, good[0], "conv2"), "NHWC"),
         (lambda: cnnjax.dream(TINY, good, "conv2", octaves=4, octave_scale=2.0), "smallest octave"),
         (lambda: cnnjax.invert(TINY, good * 2, "conv2"), r"values in \[0, 1\]"),

@@ -20,7 +20,11 @@ def test_inversion_reconstructs_early_layers_and_keeps_the_class_from_the_logits
     # block_3; the bounds leave room for other machines' floating point.
     assert error["stem"] < 0.01, error
     assert error["block_3"] < 0.15, error
-    assert r["top1"][r["layers"].index("logits")] == r["photo_top1"] == cnnjax.load_model().spec.class_index("espresso")
+    assert (
+        r["top1"][r["layers"].index("logits")]
+        == r["photo_top1"]
+        == cnnjax.load_model().spec.class_index("espresso")
+    )
 
 
 def test_style_transfer_lowers_the_style_loss_and_keeps_the_content(demo_results):

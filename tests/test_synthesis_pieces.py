@@ -26,20 +26,32 @@ def rand(*shape):
 
 def test_losses_match_direct_formulas():
     x = np.asarray(rand(2, 5, 6, 3), np.float64)
-    tv = sum(((x[:, i, j + 1] - x[:, i, j]) ** 2 + (x[:, i + 1, j] - x[:, i, j]) ** 2).sum(-1)
-             for i in range(4) for j in range(5)) / 30  # fmt: skip
+    tv = (
+        sum(
+            ((x[:, i, j + 1] - x[:, i, j]) ** 2 + (x[:, i + 1, j] - x[:, i, j]) ** 2).sum(-1)
+            for i in range(4)
+            for j in range(5)
+        )
+        / 30
+    )
     np.testing.assert_allclose(losses.total_variation(jnp.asarray(x, jnp.float32)), tv, rtol=1e-5)
-    np.testing.assert_allclose(losses.alpha_norm(jnp.asarray(x, jnp.float32), 6.0),
-                               (np.abs(x - 0.5) ** 6).sum((1, 2, 3)) / 30, rtol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(
+        losses.alpha_norm(jnp.asarray(x, jnp.float32), 6.0),
+        (np.abs(x - 0.5) ** 6).sum((1, 2, 3)) / 30,
+        rtol=1e-4,
+    )
     v = x.reshape(2, 30, 3)
     g = np.stack([v[i].T @ v[i] / 30 for i in range(2)])
     np.testing.assert_allclose(losses.gram(jnp.asarray(x, jnp.float32)), g, rtol=1e-5)
-    np.testing.assert_allclose(losses.style(jnp.asarray(x, jnp.float32), jnp.zeros((3, 3))), (g**2).mean((1, 2)),
-                               rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        losses.style(jnp.asarray(x, jnp.float32), jnp.zeros((3, 3))), (g**2).mean((1, 2)), rtol=1e-5
+    )
     f = jnp.asarray(x, jnp.float32)
     np.testing.assert_allclose(losses.inversion(f, f), 0.0, atol=1e-7)
     np.testing.assert_allclose(losses.inversion(jnp.zeros_like(f), f), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(losses.content(f, f[0]), [0.0, np.mean((x[1] - x[0]) ** 2)], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        losses.content(f, f[0]), [0.0, np.mean((x[1] - x[0]) ** 2)], rtol=1e-5, atol=1e-7
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,8 +107,9 @@ def test_image_parameterization_is_in_range_and_cached():
     x = jax.jit(lambda k: p.to_image(p.init(k)))(jax.random.key(0))
     assert x.shape == (2, 16, 16, 3) and float(x.min()) > 0 and float(x.max()) < 1
     m = np.asarray(param.COLOR_CORRELATION_SQRT)
-    np.testing.assert_allclose(np.linalg.norm(np.asarray(param.decorrelate(jnp.eye(3))), axis=1).max(),
-                               1.0, rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        np.linalg.norm(np.asarray(param.decorrelate(jnp.eye(3))), axis=1).max(), 1.0, rtol=1e-6
+    )
     assert m.shape == (3, 3)
     with pytest.raises(ValueError, match="decorrelation needs 3 channels"):
         param.image(16, channels=1)
@@ -120,8 +133,9 @@ def test_affine_resampling_equals_map_coordinates():
 
 def test_rotation_by_90_degrees_is_rot90_and_scale_1_is_identity():
     x = rand(1, 9, 9, 2)
-    np.testing.assert_allclose(jax.jit(transforms.random_rotate((90,)))(jax.random.key(0), x),
-                               np.rot90(x, -1, (1, 2)), atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        jax.jit(transforms.random_rotate((90,)))(jax.random.key(0), x), np.rot90(x, -1, (1, 2)), atol=1e-5
+    )
     np.testing.assert_allclose(jax.jit(transforms.random_scale((1.0,)))(jax.random.key(0), x), x, atol=1e-6)
 
 
@@ -129,10 +143,15 @@ def test_jitter_and_roll_move_pixels_without_changing_them():
     x = rand(1, 12, 12, 3)
     out = np.asarray(transforms.jitter(4)(jax.random.key(3), x))
     assert out.shape == (1, 8, 8, 3)
-    assert any(np.array_equal(out, np.asarray(x)[:, i : i + 8, j : j + 8]) for i in range(5) for j in range(5))
+    assert any(
+        np.array_equal(out, np.asarray(x)[:, i : i + 8, j : j + 8]) for i in range(5) for j in range(5)
+    )
     rolled = np.asarray(transforms.roll(5)(jax.random.key(1), x))
-    assert any(np.array_equal(rolled, np.roll(np.asarray(x), (i, j), (1, 2)))
-               for i in range(-5, 6) for j in range(-5, 6))  # fmt: skip
+    assert any(
+        np.array_equal(rolled, np.roll(np.asarray(x), (i, j), (1, 2)))
+        for i in range(-5, 6)
+        for j in range(-5, 6)
+    )
 
 
 def test_blur_equals_direct_gaussian_convolution():
@@ -140,8 +159,12 @@ def test_blur_equals_direct_gaussian_convolution():
     k = transforms.gaussian_kernel(1.0)
     r = len(k) // 2
     xp = np.pad(np.asarray(x)[0, :, :, 0], r, mode="reflect")
-    ref = np.array([[np.sum(xp[i : i + 2 * r + 1, j : j + 2 * r + 1] * np.outer(k, k)) for j in range(12)]
-                    for i in range(10)])  # fmt: skip
+    ref = np.array(
+        [
+            [np.sum(xp[i : i + 2 * r + 1, j : j + 2 * r + 1] * np.outer(k, k)) for j in range(12)]
+            for i in range(10)
+        ]
+    )
     np.testing.assert_allclose(transforms.gaussian_blur(1.0)(None, x)[0, :, :, 0], ref, atol=1e-5)
 
 
@@ -190,8 +213,10 @@ def test_clipping_priors_zero_the_smallest_pixels():
     p = jnp.zeros((1, 4, 5, 3))
     g = rand(1, 4, 5, 3) - 0.5
     new = p + optax.sgd(1.0).update(g, optax.sgd(1.0).init(p), p)[0]
-    for prior, score in [(priors.clip_small_norm(40), np.linalg.norm(np.asarray(new), axis=-1)),
-                         (priors.clip_small_contribution(40), np.abs(np.sum(np.asarray(new * -g), -1)))]:  # fmt: skip
+    for prior, score in [
+        (priors.clip_small_norm(40), np.linalg.norm(np.asarray(new), axis=-1)),
+        (priors.clip_small_contribution(40), np.abs(np.sum(np.asarray(new * -g), -1))),
+    ]:
         opt = optax.chain(optax.sgd(1.0), prior)
         out = np.asarray(p + opt.update(g, opt.init(p), p)[0])
         zeroed = np.all(out == 0, axis=-1)[0]
@@ -203,8 +228,12 @@ def test_clipping_priors_zero_the_smallest_pixels():
 # -- objectives ------------------------------------------------------------------------------
 
 MODEL = tiny_cnn()
-SHAPES = {k: tuple(v.shape[1:]) for k, v in jax.eval_shape(MODEL.apply, MODEL.params,
-                                                          jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)).items()}  # fmt: skip
+SHAPES = {
+    k: tuple(v.shape[1:])
+    for k, v in jax.eval_shape(
+        MODEL.apply, MODEL.params, jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    ).items()
+}
 
 OBJECTIVES = {
     "neuron": objectives.neuron("conv3", 8),
@@ -214,8 +243,10 @@ OBJECTIVES = {
     "direction": objectives.direction("conv2", np.linspace(-1, 1, 16)),
     "deepdream": objectives.deepdream("conv2"),
     "diversity": objectives.diversity("conv2"),
-    "algebra": objectives.channel("conv3", 8) - 0.5 * objectives.channel("conv3", 9)
-    + 2.0 * objectives.class_logit(4) - 1e-3 * objectives.total_variation(),
+    "algebra": objectives.channel("conv3", 8)
+    - 0.5 * objectives.channel("conv3", 9)
+    + 2.0 * objectives.class_logit(4)
+    - 1e-3 * objectives.total_variation(),
 }
 
 
@@ -227,6 +258,7 @@ def test_every_objective_rises_under_gradient_ascent():
     def before_after(x0):  # all objectives in one compiled program: one compilation
         out = {}
         for name, obj in resolved.items():
+
             def step(x, _, obj=obj):
                 g = jax.grad(lambda x: obj(MODEL.apply(MODEL.params, x)).sum())(x)
                 return jnp.clip(x + 0.02 * g / (jnp.abs(g).mean() + 1e-12), 0, 1), None
@@ -248,14 +280,22 @@ def test_objective_values_are_what_they_say():
 
     def r(o):  # resolved, evaluated under jit
         return lambda a: evaluate(o.resolve(MODEL.spec, SHAPES), a)
+
     np.testing.assert_allclose(r(objectives.neuron("conv3", 5))(acts), acts["conv3"][:, 8, 8, 5])
     np.testing.assert_allclose(r(objectives.neuron("conv1", 2, y=3, x=30))(acts), acts["conv1"][:, 3, 30, 2])
-    np.testing.assert_allclose(r(objectives.channel("conv2", 4))(acts), acts["conv2"][..., 4].mean((1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(
+        r(objectives.channel("conv2", 4))(acts), acts["conv2"][..., 4].mean((1, 2)), rtol=1e-6
+    )
     np.testing.assert_allclose(r(objectives.class_logit("class_7"))(acts), acts["logits"][:, 7])
-    np.testing.assert_allclose(r(objectives.deepdream("conv2"))(acts), (acts["conv2"] ** 2).mean((1, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(
+        r(objectives.deepdream("conv2"))(acts), (acts["conv2"] ** 2).mean((1, 2, 3)), rtol=1e-6
+    )
     v = np.arange(16.0)
-    np.testing.assert_allclose(r(objectives.direction("conv2", v))(acts),
-                               (np.asarray(acts["conv2"]) @ (v / np.linalg.norm(v))).mean((1, 2)), rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        r(objectives.direction("conv2", v))(acts),
+        (np.asarray(acts["conv2"]) @ (v / np.linalg.norm(v))).mean((1, 2)),
+        rtol=1e-5,
+    )
 
 
 def test_diversity_rewards_different_images():

@@ -15,7 +15,9 @@ def test_tiny_cnn_layers_and_shapes():
     assert acts["logits"].shape == (2, 7)
     # Global average pooling then a linear layer: the logits are the dense layer of "pooled".
     dense = model.params["dense"]
-    np.testing.assert_allclose(acts["logits"], acts["pooled"] @ dense["w"] + dense["b"][None], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        acts["logits"], acts["pooled"] @ dense["w"] + dense["b"][None], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_count_compiles_sees_new_shapes_only():

@@ -23,13 +23,15 @@ TINY_LAYERS = ("input", "conv1", "conv2", "conv3", "pooled", "logits")
 
 
 def _conv(x, w, b, stride):
-    y = jax.lax.conv_general_dilated(x, w, (stride, stride), "SAME",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+    y = jax.lax.conv_general_dilated(
+        x, w, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     return y + b.reshape(1, 1, 1, -1)
 
 
-def tiny_cnn(seed: int = 0, *, size: int = 32, channels: int = 3, num_classes: int = 10,
-             width: int = 8) -> Model:  # fmt: skip
+def tiny_cnn(
+    seed: int = 0, *, size: int = 32, channels: int = 3, num_classes: int = 10, width: int = 8
+) -> Model:
     """A random-weight CNN that ends in global average pooling and one linear layer.
 
     ``conv1`` (3x3, ``width`` channels, stride 1) - ReLU - ``conv2`` (3x3, ``2 * width``,
@@ -72,8 +74,14 @@ def tiny_cnn(seed: int = 0, *, size: int = 32, channels: int = 3, num_classes: i
         h = tap("pooled", jnp.mean(h, axis=(1, 2)))
         return h @ p["dense"]["w"] + p["dense"]["b"][None]
 
-    return from_function(forward, params, name="tiny_cnn", input_size=size, channels=channels,
-                         receptive_fields={"input": 1, "conv1": 3, "conv2": 5, "conv3": 9})  # fmt: skip
+    return from_function(
+        forward,
+        params,
+        name="tiny_cnn",
+        input_size=size,
+        channels=channels,
+        receptive_fields={"input": 1, "conv1": 3, "conv2": 5, "conv3": 9},
+    )
 
 
 class CompileCount:

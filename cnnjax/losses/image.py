@@ -70,4 +70,3 @@ def alpha_norm(images: jax.Array, alpha: float = 6.0, *, centre: float = 0.5) ->
     if not alpha >= 1:
         raise ValueError(f"alpha must be >= 1, got {alpha}")
     return jnp.sum(jnp.abs(x - centre) ** alpha, axis=(1, 2, 3)) / (x.shape[1] * x.shape[2])
-

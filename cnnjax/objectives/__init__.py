@@ -25,8 +25,19 @@ from cnnjax._src.contract import ModelSpec, Objective, pytree_dataclass, static_
 from cnnjax.losses import features as _features
 from cnnjax.losses import image as _image
 
-__all__ = ["Objective", "neuron", "channel", "class_logit", "class_log_probability", "direction", "deepdream",
-           "diversity", "total_variation", "alpha_norm", "stack"]  # fmt: skip
+__all__ = [
+    "Objective",
+    "neuron",
+    "channel",
+    "class_logit",
+    "class_log_probability",
+    "direction",
+    "deepdream",
+    "diversity",
+    "total_variation",
+    "alpha_norm",
+    "stack",
+]
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -42,8 +53,10 @@ def _check_range(value: jax.Array, size: int, what: str, layer: str) -> None:
     v = np.asarray(value)
     bad = v[(v < 0) | (v >= size)]
     if bad.size:
-        raise ValueError(f"{what} {int(bad.flat[0])} is out of range for layer {layer!r}: it has {size} "
-                         f"{what}s (valid 0..{size - 1})")  # fmt: skip
+        raise ValueError(
+            f"{what} {int(bad.flat[0])} is out of range for layer {layer!r}: it has {size} "
+            f"{what}s (valid 0..{size - 1})"
+        )
 
 
 def _layer_shape(spec: ModelSpec, shapes: Shapes, layer: str) -> tuple[int, ...]:
@@ -66,8 +79,10 @@ class Neuron(Objective):
     def resolve(self, spec, shapes):
         shape = _layer_shape(spec, shapes, self.layer)
         if len(shape) != 3:
-            raise ValueError(f"neuron needs a spatial layer; {self.layer!r} has shape {shape} "
-                             f"(use channel({self.layer!r}, c) for a vector layer)")  # fmt: skip
+            raise ValueError(
+                f"neuron needs a spatial layer; {self.layer!r} has shape {shape} "
+                f"(use channel({self.layer!r}, c) for a vector layer)"
+            )
         h, w, c = shape
         _check_range(self.channel, c, "channel", self.layer)
         y = jnp.where(self.y < 0, h // 2, self.y)
@@ -88,8 +103,12 @@ def neuron(layer: str, channel: int, y: int | None = None, x: int | None = None)
 
     ``y`` and ``x`` default to the centre of the layer (for the size of the optimised image).
     """
-    return Neuron(layer, _index(channel, "channel"), _index(-1 if y is None else y, "y"),
-                  _index(-1 if x is None else x, "x"))  # fmt: skip
+    return Neuron(
+        layer,
+        _index(channel, "channel"),
+        _index(-1 if y is None else y, "y"),
+        _index(-1 if x is None else x, "x"),
+    )
 
 
 @pytree_dataclass
@@ -182,8 +201,10 @@ class Direction(Objective):
     def resolve(self, spec, shapes):
         shape = _layer_shape(spec, shapes, self.layer)
         if self.vector.shape != (shape[-1],):
-            raise ValueError(f"direction vector for layer {self.layer!r} must have shape ({shape[-1]},), "
-                             f"got {self.vector.shape}")  # fmt: skip
+            raise ValueError(
+                f"direction vector for layer {self.layer!r} must have shape ({shape[-1]},), "
+                f"got {self.vector.shape}"
+            )
         norm = float(np.linalg.norm(np.asarray(self.vector)))
         if not np.isfinite(norm) or norm == 0:
             raise ValueError(f"direction vector must be finite and non-zero (norm {norm})")
@@ -316,7 +337,8 @@ def stack(objectives: Sequence[Objective]) -> Objective:
         if jax.tree.structure(o) != first:
             raise ValueError(
                 "objectives batched together must be of the same kind, on the same layers "
-                f"(only indices, positions and vectors may differ); objective 0 is {_describe(objectives[0])}, "
+                "(only indices, positions and vectors may differ); "
+                f"objective 0 is {_describe(objectives[0])}, "
                 f"objective {i} is {_describe(o)}"
             )
     return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *objectives)
@@ -325,7 +347,6 @@ def stack(objectives: Sequence[Objective]) -> Objective:
 def _describe(o: Objective) -> str:
     fields = [f"{f.name}={getattr(o, f.name)!r}" for f in dataclasses.fields(o) if f.metadata.get("static")]
     inner = [_describe(t) for t in getattr(o, "terms", ())] + (
-        [_describe(o.term)] if hasattr(o, "term") else [])  # fmt: skip
+        [_describe(o.term)] if hasattr(o, "term") else []
+    )
     return f"{type(o).__name__}({', '.join(fields + inner)})"
-
-

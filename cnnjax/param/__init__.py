@@ -27,9 +27,7 @@ __all__ = ["pixel", "fft", "image", "decorrelate", "COLOR_CORRELATION_SQRT"]
 
 #: Square root of the colour covariance of ImageNet images (rows: R, G, B; columns: the
 #: decorrelated components), the figures published with Lucid (``lucid.optvis.param.color``).
-COLOR_CORRELATION_SQRT = np.array(
-    [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32
-)
+COLOR_CORRELATION_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], np.float32)
 
 
 def _shape(size, batch, channels):
@@ -41,8 +39,9 @@ def _shape(size, batch, channels):
 
 
 @functools.cache
-def pixel(size: int | tuple[int, int], batch: int = 1, channels: int = 3, *, sd: float = 0.01,
-          centre: float = 0.5) -> Parameterization:  # fmt: skip
+def pixel(
+    size: int | tuple[int, int], batch: int = 1, channels: int = 3, *, sd: float = 0.01, centre: float = 0.5
+) -> Parameterization:
     """Pixels as the latent: ``image = clip(latent + centre, 0, 1)``.
 
     The latent starts as Gaussian noise of standard deviation ``sd`` around 0 (so the image
@@ -81,13 +80,20 @@ def _frequency_scale(h: int, w: int, decay_power: float) -> np.ndarray:
 
 
 @functools.cache
-def fft(size: int | tuple[int, int], batch: int = 1, channels: int = 3, *, sd: float = 0.01,
-        decay_power: float = 1.0) -> Parameterization:  # fmt: skip
+def fft(
+    size: int | tuple[int, int],
+    batch: int = 1,
+    channels: int = 3,
+    *,
+    sd: float = 0.01,
+    decay_power: float = 1.0,
+) -> Parameterization:
     r"""A Fourier-space latent: ``x = irfft2(s(f) * (a + i b))`` with :math:`s(f) \propto f^{-d}`.
 
     ``to_image`` returns the *unsquashed* signal (zero mean, small at init); compose with
-    :func:`image` (or your own squashing) to get [0, 1] images. Each frequency's amplitude is scaled by ``1 / f^decay_power`` (1/f: the spectrum of natural
-    images), which equalises how fast the optimiser moves each frequency.
+    :func:`image` (or your own squashing) to get [0, 1] images. Each frequency's amplitude
+    is scaled by ``1 / f^decay_power`` (1/f: the spectrum of natural images), which equalises
+    how fast the optimiser moves each frequency.
 
     Args:
       size: ``h`` or ``(h, w)``.
@@ -122,8 +128,16 @@ def decorrelate(x: jax.Array) -> jax.Array:
 
 
 @functools.cache
-def image(size: int | tuple[int, int], batch: int = 1, channels: int = 3, *, fourier: bool = True,
-          decorrelated: bool = True, sd: float = 0.01, decay_power: float = 1.0) -> Parameterization:  # fmt: skip
+def image(
+    size: int | tuple[int, int],
+    batch: int = 1,
+    channels: int = 3,
+    *,
+    fourier: bool = True,
+    decorrelated: bool = True,
+    sd: float = 0.01,
+    decay_power: float = 1.0,
+) -> Parameterization:
     """The standard feature-visualisation image: Fourier latent, decorrelated colour, sigmoid.
 
     ``image = sigmoid(decorrelate(signal))`` where the signal comes from :func:`fft`

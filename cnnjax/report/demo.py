@@ -107,8 +107,8 @@ def training_section(ctx: DemoContext) -> Section:
 def _synthesis_sections() -> list[Callable[[DemoContext], Section]]:
     from cnnjax.report import synthesis
 
-    return [synthesis.visualize_section, synthesis.dream_section, synthesis.invert_section, synthesis.style_section,
-            synthesis.fooling_section]  # fmt: skip
+    return [synthesis.visualize_section, synthesis.dream_section, synthesis.invert_section,
+            synthesis.style_section, synthesis.fooling_section]  # fmt: skip
 
 
 #: The demo's sections, in order. Techniques append theirs here.
@@ -141,7 +141,8 @@ def run_demo(
     total = time.perf_counter() - start
     parts = ", ".join(f"{name.removesuffix('_section')} {t:.1f} s" for name, t in ctx.timings.items())
     report.intro += f" Written in {total:.1f} s ({parts})."
-    results = {"model": model.spec.name, "backend": jax.default_backend(), "full": full,
-               "seconds": {k.removesuffix("_section"): round(v, 2) for k, v in ctx.timings.items()}, **ctx.results}  # fmt: skip
+    seconds = {k.removesuffix("_section"): round(v, 2) for k, v in ctx.timings.items()}
+    results = {"model": model.spec.name, "backend": jax.default_backend(), "full": full, "seconds": seconds,
+               **ctx.results}  # fmt: skip
     atomic_write_bytes(out / "results.json", (json.dumps(results, indent=1, sort_keys=True) + "\n").encode())
     return report.save(out / "index.html")

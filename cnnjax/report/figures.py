@@ -13,8 +13,9 @@ from cnnjax._src.image_io import image_grid
 __all__ = ["captioned_grid"]
 
 
-def captioned_grid(images, captions: Sequence[str], cols: int | None = None, *, scale: int = 1,
-                   pad: int = 4) -> np.ndarray:  # fmt: skip
+def captioned_grid(
+    images, captions: Sequence[str], cols: int | None = None, *, scale: int = 1, pad: int = 4
+) -> np.ndarray:
     """Tile ``images`` ``[n, h, w, c]`` (in [0, 1]) with one caption line under each.
 
     Args:

@@ -21,12 +21,30 @@ from cnnjax.techniques.invert import invert
 from cnnjax.techniques.style import style_transfer
 from cnnjax.techniques.visualize import visualize
 
-__all__ = ["QUICK", "FULL", "CLASSES", "visualize_section", "dream_section", "invert_section", "style_section",
-           "fooling_section"]  # fmt: skip
+__all__ = [
+    "QUICK",
+    "FULL",
+    "CLASSES",
+    "visualize_section",
+    "dream_section",
+    "invert_section",
+    "style_section",
+    "fooling_section",
+]
 
 #: Ten ImageNet classes with distinctive shapes, colours or textures.
-CLASSES = ("goldfish", "flamingo", "jellyfish", "strawberry", "lemon", "pizza", "volcano", "daisy", "zebra",
-           "espresso")  # fmt: skip
+CLASSES = (
+    "goldfish",
+    "flamingo",
+    "jellyfish",
+    "strawberry",
+    "lemon",
+    "pizza",
+    "volcano",
+    "daisy",
+    "zebra",
+    "espresso",
+)
 
 QUICK = {
     "visualize": {"steps": 32, "size": 128},
@@ -59,7 +77,11 @@ def class_visualizations(model, settings):
 def visualize_section(ctx) -> Section:
     s = _settings(ctx, "visualize")
     vis, p = class_visualizations(ctx.model, s)
-    ctx.results["visualize"] = {**s, "classes": list(CLASSES), "own_class_probability": [round(float(q), 4) for q in p]}
+    ctx.results["visualize"] = {
+        **s,
+        "classes": list(CLASSES),
+        "own_class_probability": [round(float(q), 4) for q in p],
+    }
     captions = [f"{c} {q:.0%}" for c, q in zip(CLASSES, p)]
     body = (
         f"<p>Activation maximisation (<code>cnnjax.visualize</code>, preset <code>lucid</code>: Fourier "
@@ -67,7 +89,9 @@ def visualize_section(ctx) -> Section:
         f"that maximises each class logit, {s['size']} px, {s['steps']} steps, all ten classes in one "
         f"compiled program. Under each image: the probability the model gives its class for it "
         f"({int(np.sum(p > 0.9))} of {len(p)} above 90%).</p>"
-        + figure(captioned_grid(vis.images, captions, cols=5), "Class visualisations", width=5 * s["size"] + 20)
+        + figure(
+            captioned_grid(vis.images, captions, cols=5), "Class visualisations", width=5 * s["size"] + 20
+        )
     )
     return Section("Activation maximisation", body)
 
@@ -77,18 +101,28 @@ def dream_section(ctx) -> Section:
     photo = sample_photos(size=None)[s["photo"]]
     h, w = photo.shape[1:3]
     scale = min(1.0, s["max_side"] / max(h, w))
-    photo = np.asarray(jax.image.resize(photo, (1, round(h * scale), round(w * scale), 3), "linear")).clip(0, 1)
+    photo = np.asarray(jax.image.resize(photo, (1, round(h * scale), round(w * scale), 3), "linear")).clip(
+        0, 1
+    )
     out = dream(ctx.model, photo, s["layers"], octaves=s["octaves"], steps=s["steps"])
     h = np.asarray(out.history)[0]
-    ctx.results["dream"] = {**s, "size": list(photo.shape[1:3]), "objective_first_step": round(float(h[0]), 4),
-                            "objective_last_step": round(float(h[-1]), 4)}  # fmt: skip
+    ctx.results["dream"] = {
+        **s,
+        "size": list(photo.shape[1:3]),
+        "objective_first_step": round(float(h[0]), 4),
+        "objective_last_step": round(float(h[-1]), 4),
+    }
     body = (
-        f"<p>DeepDream (<code>cnnjax.dream</code>) of {escape(s['photo'])} at {photo.shape[2]}x{photo.shape[1]}: "
+        f"<p>DeepDream (<code>cnnjax.dream</code>) of {escape(s['photo'])} at "
+        f"{photo.shape[2]}x{photo.shape[1]}: "
         f"gradient ascent on the mean squared activation of <code>{', '.join(s['layers'])}</code>, "
         f"{s['octaves']} octaves of {s['steps']} steps (scale 1.4, step 1.5 grey levels over the mean "
         f"absolute gradient, random shifts of up to 32 px), the detail carried from octave to octave.</p>"
-        + figure(np.concatenate([photo[0], np.asarray(out.images[0])], axis=1), "The photo and its dream",
-                 width=2 * photo.shape[2])  # fmt: skip
+        + figure(
+            np.concatenate([photo[0], np.asarray(out.images[0])], axis=1),
+            "The photo and its dream",
+            width=2 * photo.shape[2],
+        )
     )
     return Section("DeepDream", body)
 
@@ -101,21 +135,37 @@ def photo_inversion(model, settings):
 def invert_section(ctx) -> Section:
     s = _settings(ctx, "invert")
     photo, inv = photo_inversion(ctx.model, s)
-    probs = np.asarray(jax.nn.softmax(jax.jit(ctx.model.apply)(ctx.model.params, np.concatenate([photo, inv.images]))["logits"]))
+    probs = np.asarray(
+        jax.nn.softmax(
+            jax.jit(ctx.model.apply)(ctx.model.params, np.concatenate([photo, inv.images]))["logits"]
+        )
+    )
     top = probs.argmax(-1)
-    ctx.results["invert"] = {**s, "error": [round(float(e), 5) for e in inv.error],
-                             "photo_top1": int(top[0]), "top1": [int(t) for t in top[1:]]}  # fmt: skip
+    ctx.results["invert"] = {
+        **s,
+        "error": [round(float(e), 5) for e in inv.error],
+        "photo_top1": int(top[0]),
+        "top1": [int(t) for t in top[1:]],
+    }
     name = ctx.model.spec.class_name
-    captions = [f"photo: {name(int(top[0]))}"] + [f"{layer}: {float(e):.3f}" for layer, e in zip(inv.layers, inv.error)]
-    rows = [(layer, f"{float(e):.4f}", f"{name(int(t))} ({p[t]:.0%})")
-            for layer, e, t, p in zip(inv.layers, inv.error, top[1:], probs[1:])]  # fmt: skip
+    captions = [f"photo: {name(int(top[0]))}"] + [
+        f"{layer}: {float(e):.3f}" for layer, e in zip(inv.layers, inv.error)
+    ]
+    rows = [
+        (layer, f"{float(e):.4f}", f"{name(int(t))} ({p[t]:.0%})")
+        for layer, e, t, p in zip(inv.layers, inv.error, top[1:], probs[1:])
+    ]
     body = (
-        f"<p>Inversion (<code>cnnjax.invert</code>, Mahendran &amp; Vedaldi 2015): from noise, the image whose "
+        f"<p>Inversion (<code>cnnjax.invert</code>, Mahendran &amp; Vedaldi 2015): from noise, the image "
+        f"whose "
         f"code at each layer matches the photo's, with an alpha-norm (alpha 6) and a total-variation prior "
         f"that grows with depth; {s['steps']} steps of momentum, all layers in one compiled program. Under "
         f"each reconstruction: its normalised error ||Phi(x) - Phi0||^2 / ||Phi0||^2.</p>"
-        + figure(captioned_grid(np.concatenate([photo, np.asarray(inv.images)]), captions, cols=len(captions)),
-                 "The photo and its reconstructions", width=230 * len(captions))  # fmt: skip
+        + figure(
+            captioned_grid(np.concatenate([photo, np.asarray(inv.images)]), captions, cols=len(captions)),
+            "The photo and its reconstructions",
+            width=230 * len(captions),
+        )
         + table(["layer", "normalised error", "top-1 of the reconstruction"], rows)
     )
     return Section("Inversion", body)
@@ -131,9 +181,12 @@ def photo_stylized(model, settings, **kwargs):
 def style_section(ctx) -> Section:
     s = _settings(ctx, "style")
     content, style, out = photo_stylized(ctx.model, s)
-    ctx.results["style"] = {**s, "initial_style_loss": round(float(out.initial_style_loss[0]), 5),
-                            "style_loss": round(float(out.style_loss[0]), 5),
-                            "content_loss": round(float(out.content_loss[0]), 5)}  # fmt: skip
+    ctx.results["style"] = {
+        **s,
+        "initial_style_loss": round(float(out.initial_style_loss[0]), 5),
+        "style_loss": round(float(out.style_loss[0]), 5),
+        "content_loss": round(float(out.content_loss[0]), 5),
+    }
     body = (
         f"<p>Style transfer (<code>cnnjax.style_transfer</code>, Gatys et al.): the content of "
         f"{escape(s['photo'])} at <code>block_10</code>, the Gram matrices of {escape(s['style'])} at "
@@ -142,9 +195,15 @@ def style_section(ctx) -> Section:
         f"Style loss {float(out.initial_style_loss[0]):.3f} &rarr; {float(out.style_loss[0]):.4f} "
         f"({float(out.initial_style_loss[0] / out.style_loss[0]):.1f}x lower), content loss "
         f"{float(out.content_loss[0]):.3f} (both relative to their targets).</p>"
-        + figure(captioned_grid(np.concatenate([content, style, np.asarray(out.images)]),
-                                ["content", "style", "result"], cols=3), "Content, style and result",
-                 width=3 * s["size"] + 20)  # fmt: skip
+        + figure(
+            captioned_grid(
+                np.concatenate([content, style, np.asarray(out.images)]),
+                ["content", "style", "result"],
+                cols=3,
+            ),
+            "Content, style and result",
+            width=3 * s["size"] + 20,
+        )
     )
     return Section("Style transfer", body)
 
@@ -153,23 +212,37 @@ def fooling_section(ctx) -> Section:
     s = _settings(ctx, "fool")
     grad = fooling_images(ctx.model, CLASSES, method="gradient", steps=s["steps"], size=s["size"])
     evolved_classes = CLASSES[: s["evolved_classes"]]
-    evo = fooling_images(ctx.model, evolved_classes, method="evolution", steps=s["generations"], size=s["size"])
+    evo = fooling_images(
+        ctx.model, evolved_classes, method="evolution", steps=s["generations"], size=s["size"]
+    )
     g, e = np.asarray(grad.confidence), np.asarray(evo.confidence)
-    ctx.results["fool"] = {**s, "classes": list(CLASSES), "gradient_confidence": [round(float(c), 5) for c in g],
-                           "evolved_classes": list(evolved_classes),
-                           "evolution_confidence": [round(float(c), 5) for c in e]}  # fmt: skip
+    ctx.results["fool"] = {
+        **s,
+        "classes": list(CLASSES),
+        "gradient_confidence": [round(float(c), 5) for c in g],
+        "evolved_classes": list(evolved_classes),
+        "evolution_confidence": [round(float(c), 5) for c in e],
+    }
     body = (
         f"<p>Fooling images (<code>cnnjax.attacks.fooling_images</code>, Nguyen et al. 2015): images no "
         f"person would call a goldfish or a volcano that the model classifies as one. Top: gradient ascent "
         f"on the log-probability from noise, {s['steps']} Adam steps in pixel space with no prior, "
-        f"{int(np.sum(g >= 0.99))} of {len(g)} at 99% confidence or more. Bottom: MAP-Elites with CPPN-encoded "
+        f"{int(np.sum(g >= 0.99))} of {len(g)} at 99% confidence or more. Bottom: MAP-Elites with "
+        f"CPPN-encoded "
         f"images (smooth patterns drawn by a small network of the pixel coordinates), {s['generations']} "
         f"generations of 32 offspring, the evolution of all classes one compiled program; Nguyen et al. ran "
         f"thousands of generations.</p>"
-        + figure(captioned_grid(grad.images, [f"{c} {q:.1%}" for c, q in zip(CLASSES, g)], cols=5),
-                 "Gradient ascent from noise", width=5 * s["size"] + 20)  # fmt: skip
-        + figure(captioned_grid(evo.images, [f"{c} {q:.1%}" for c, q in zip(evolved_classes, e)],
-                                cols=len(evolved_classes)), "Evolved (CPPN)",
-                 width=len(evolved_classes) * s["size"] + 20)  # fmt: skip
+        + figure(
+            captioned_grid(grad.images, [f"{c} {q:.1%}" for c, q in zip(CLASSES, g)], cols=5),
+            "Gradient ascent from noise",
+            width=5 * s["size"] + 20,
+        )
+        + figure(
+            captioned_grid(
+                evo.images, [f"{c} {q:.1%}" for c, q in zip(evolved_classes, e)], cols=len(evolved_classes)
+            ),
+            "Evolved (CPPN)",
+            width=len(evolved_classes) * s["size"] + 20,
+        )
     )
     return Section("Fooling images", body)

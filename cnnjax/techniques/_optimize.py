@@ -26,8 +26,15 @@ import optax
 
 from cnnjax._src.contract import Activations
 
-__all__ = ["minimise", "apply_stacked", "normalize_by_mean_abs", "as_key", "check_steps", "check_finite",
-           "check_optimizer"]  # fmt: skip
+__all__ = [
+    "minimise",
+    "apply_stacked",
+    "normalize_by_mean_abs",
+    "as_key",
+    "check_steps",
+    "check_finite",
+    "check_optimizer",
+]
 
 
 def minimise(
@@ -137,9 +144,13 @@ def check_finite(technique: str, images: jax.Array, history: jax.Array | None = 
         bad = ~np.isfinite(h)
         if bad.any():
             where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"{technique} diverged: the loss became non-finite (first at index {where} "
-                             f"of its history {h.shape}); lower the learning rate or add a prior")  # fmt: skip
+            raise ValueError(
+                f"{technique} diverged: the loss became non-finite (first at index {where} "
+                f"of its history {h.shape}); lower the learning rate or add a prior"
+            )
     images = np.asarray(images)
     if not np.all(np.isfinite(images)):
-        raise ValueError(f"{technique} diverged: {int(np.sum(~np.isfinite(images)))} non-finite pixels; "
-                         "lower the learning rate or add a prior")  # fmt: skip
+        raise ValueError(
+            f"{technique} diverged: {int(np.sum(~np.isfinite(images)))} non-finite pixels; "
+            "lower the learning rate or add a prior"
+        )

@@ -66,7 +66,7 @@ def _run(apply, params, images, keys, objective, *, sizes, steps, transform, opt
     for i, base in enumerate(bases):
         if i:
             detail = jax.image.resize(detail, base.shape, "linear")
-        octave_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+        octave_keys = jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys)
         src, h = minimise(loss_fn, jnp.clip(base + detail, 0.0, 1.0), octave_keys, optimizer, steps)
         detail = src - base
         history.append(h)
@@ -131,14 +131,24 @@ def dream(
     smallest = min(sizes[0])
     if smallest < model.spec.min_input_size:
         raise ValueError(
-            f"the smallest octave of a {images.shape[1]}x{images.shape[2]} image is {sizes[0][0]}x{sizes[0][1]}, "
+            f"the smallest octave of a {images.shape[1]}x{images.shape[2]} image is "
+            f"{sizes[0][0]}x{sizes[0][1]}, "
             f"smaller than {model.spec.name!r} takes ({model.spec.min_input_size} px): use fewer octaves, a "
             f"smaller octave_scale or a larger image"
         )
     objective = sum(float(w) * deepdream(name) for name, w in layers.items())
     transform = _transforms.roll(int(jitter))
     keys = jax.random.split(as_key(key), images.shape[0])
-    out, history = _run(model.apply, model.params, images, keys, objective, sizes=sizes, steps=steps,
-                        transform=transform, optimizer=_optimizer(float(step_size)))  # fmt: skip
+    out, history = _run(
+        model.apply,
+        model.params,
+        images,
+        keys,
+        objective,
+        sizes=sizes,
+        steps=steps,
+        transform=transform,
+        optimizer=_optimizer(float(step_size)),
+    )
     check_finite("dream", out, history)
     return Dream(out, history)

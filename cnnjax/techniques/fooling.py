@@ -119,7 +119,9 @@ def _evolve(apply, params, classes, key, sigma, *, size, channels, generations, 
         scores = jnp.where(better, challenger, scores)
         return (archive, scores), scores
 
-    (archive, scores), history = jax.lax.scan(generation, (archive, scores), jax.random.split(k_run, generations))
+    (archive, scores), history = jax.lax.scan(
+        generation, (archive, scores), jax.random.split(k_run, generations)
+    )
     return cppn_images(archive, size, channels), scores, history.T
 
 
@@ -176,9 +178,16 @@ def fooling_images(
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         # Uniform-looking noise: a wide Gaussian around grey, clipped.
-        vis = visualize(model, [class_log_probability(i) for i in indices], preset="plain", steps=steps,
-                        param=_param.pixel(int(size), 1, spec.channels, sd=0.25), transform=None,
-                        optimizer=_gradient_optimizer(float(lr)), key=key)  # fmt: skip
+        vis = visualize(
+            model,
+            [class_log_probability(i) for i in indices],
+            preset="plain",
+            steps=steps,
+            param=_param.pixel(int(size), 1, spec.channels, sd=0.25),
+            transform=None,
+            optimizer=_gradient_optimizer(float(lr)),
+            key=key,
+        )
         probs = jax.nn.softmax(jax.jit(model.apply)(model.params, vis.images)["logits"], axis=-1)
         confidence = probs[jnp.arange(len(indices)), jnp.asarray(indices)]
         return Fooling(vis.images, confidence, jnp.exp(vis.history))
@@ -187,9 +196,17 @@ def fooling_images(
         population = check_steps(population, "population")
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
-        images, confidence, history = _evolve(model.apply, model.params, jnp.asarray(indices, jnp.int32),
-                                              as_key(key), jnp.float32(sigma), size=(int(size), int(size)),
-                                              channels=spec.channels, generations=steps, population=population)  # fmt: skip
+        images, confidence, history = _evolve(
+            model.apply,
+            model.params,
+            jnp.asarray(indices, jnp.int32),
+            as_key(key),
+            jnp.float32(sigma),
+            size=(int(size), int(size)),
+            channels=spec.channels,
+            generations=steps,
+            population=population,
+        )
         check_finite("fooling_images", images, history)
         return Fooling(images, confidence, history)
     raise ValueError(f"method must be 'gradient' or 'evolution', got {method!r}")

@@ -24,8 +24,14 @@ from cnnjax import losses as _losses
 from cnnjax import param as _param
 from cnnjax import priors as _priors
 from cnnjax._src.contract import Model
-from cnnjax.techniques._optimize import (apply_stacked, as_key, check_finite, check_steps, minimise,
-                                         normalize_by_mean_abs)  # fmt: skip
+from cnnjax.techniques._optimize import (
+    apply_stacked,
+    as_key,
+    check_finite,
+    check_steps,
+    minimise,
+    normalize_by_mean_abs,
+)
 
 __all__ = ["invert", "Inversion", "tv_weight"]
 
@@ -69,13 +75,30 @@ def _optimizer(lr: float, momentum: float, steps: int) -> optax.GradientTransfor
     # The latent is projected onto the box so that no pixel sticks at a clipped value, where
     # the priors' gradients would vanish.
     schedule = optax.piecewise_constant_schedule(lr, {int(0.6 * steps): 0.1, int(0.85 * steps): 0.1})
-    return optax.chain(normalize_by_mean_abs(), optax.sgd(schedule, momentum=momentum), _priors.box(-0.5, 0.5))
+    return optax.chain(
+        normalize_by_mean_abs(), optax.sgd(schedule, momentum=momentum), _priors.box(-0.5, 0.5)
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "layers", "param", "optimizer", "steps", "alpha", "beta",
-                                             "from_code"))  # fmt: skip
-def _run(apply, params, targets, keys, tv_weights, alpha_weight, *, layers, param, optimizer, steps, alpha,
-         beta, from_code):  # fmt: skip
+@functools.partial(
+    jax.jit, static_argnames=("apply", "layers", "param", "optimizer", "steps", "alpha", "beta", "from_code")
+)
+def _run(
+    apply,
+    params,
+    targets,
+    keys,
+    tv_weights,
+    alpha_weight,
+    *,
+    layers,
+    param,
+    optimizer,
+    steps,
+    alpha,
+    beta,
+    from_code,
+):
     if from_code:
         codes = {layers[0]: targets}
     else:
@@ -88,10 +111,15 @@ def _run(apply, params, targets, keys, tv_weights, alpha_weight, *, layers, para
         x = jax.vmap(param.to_image)(latents)  # [L * n, 1, h, w, c]
         acts = apply_stacked(apply, params, x, layers)
         error = jnp.concatenate(
-            [_losses.inversion(acts[name][i * n : (i + 1) * n, 0], codes[name]) for i, name in enumerate(layers)]
+            [
+                _losses.inversion(acts[name][i * n : (i + 1) * n, 0], codes[name])
+                for i, name in enumerate(layers)
+            ]
         )
         images = x[:, 0]
-        prior = alpha_weight * _losses.alpha_norm(images, alpha) + weights * _losses.total_variation(images, beta)
+        prior = alpha_weight * _losses.alpha_norm(images, alpha) + weights * _losses.total_variation(
+            images, beta
+        )
         return error, prior, images
 
     def loss_fn(latents, step_keys):
@@ -175,9 +203,21 @@ def invert(
     n = targets.shape[0]
     param = _param.pixel(hw, 1, model.spec.channels)
     keys = jax.random.split(as_key(key), len(layers) * n)
-    images, error, history = _run(model.apply, model.params, targets, keys, jnp.asarray(tv), jnp.float32(alpha_weight),
-                                  layers=layers, param=param, optimizer=_optimizer(float(lr), float(momentum), steps),
-                                  steps=steps, alpha=float(alpha), beta=float(beta), from_code=from_code)  # fmt: skip
+    images, error, history = _run(
+        model.apply,
+        model.params,
+        targets,
+        keys,
+        jnp.asarray(tv),
+        jnp.float32(alpha_weight),
+        layers=layers,
+        param=param,
+        optimizer=_optimizer(float(lr), float(momentum), steps),
+        steps=steps,
+        alpha=float(alpha),
+        beta=float(beta),
+        from_code=from_code,
+    )
     check_finite("invert", images, history)
     return Inversion(images, error, history, layers)
 

@@ -26,7 +26,14 @@ import optax
 from cnnjax import losses as _losses
 from cnnjax import priors as _priors
 from cnnjax._src.contract import Model, ModelSpec
-from cnnjax.techniques._optimize import apply_stacked, as_key, check_finite, check_optimizer, check_steps, minimise
+from cnnjax.techniques._optimize import (
+    apply_stacked,
+    as_key,
+    check_finite,
+    check_optimizer,
+    check_steps,
+    minimise,
+)
 
 __all__ = ["style_transfer", "Stylized", "default_layers", "luminance", "to_yiq", "from_yiq"]
 
@@ -67,8 +74,9 @@ def default_layers(spec: ModelSpec) -> tuple[str, tuple[str, ...]]:
     return style[-1], style
 
 
-_YIQ = np.array([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]],
-                np.float32)  # fmt: skip
+_YIQ = np.array(
+    [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]], np.float32
+)
 
 
 def to_yiq(images: jax.Array) -> jax.Array:
@@ -97,10 +105,37 @@ def _lbfgs() -> optax.GradientTransformation:
     return optax.chain(optax.lbfgs(), _priors.box(0.0, 1.0))
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "content_layer", "style_layers", "optimizer", "steps",
-                                             "smoothing", "from_noise", "preserve_color"))  # fmt: skip
-def _run(apply, params, content, style, blend, weights, key, temperature, *, content_layer, style_layers,
-         optimizer, steps, smoothing, from_noise, preserve_color):  # fmt: skip
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "apply",
+        "content_layer",
+        "style_layers",
+        "optimizer",
+        "steps",
+        "smoothing",
+        "from_noise",
+        "preserve_color",
+    ),
+)
+def _run(
+    apply,
+    params,
+    content,
+    style,
+    blend,
+    weights,
+    key,
+    temperature,
+    *,
+    content_layer,
+    style_layers,
+    optimizer,
+    steps,
+    smoothing,
+    from_noise,
+    preserve_color,
+):
     problems = blend.shape[0]
     content = jnp.broadcast_to(content, (problems,) + content.shape[1:])
     colour = content
@@ -131,7 +166,9 @@ def _run(apply, params, content, style, blend, weights, key, temperature, *, con
     def parts(x):
         acts = apply_stacked(apply, params, x[:, None], layers)
         c_loss = _losses.content(smooth(acts[content_layer][:, 0]), c_target) / c_scale
-        s_loss = sum(_losses.style(smooth(acts[name][:, 0]), targets[name]) / s_scales[name] for name in style_layers)
+        s_loss = sum(
+            _losses.style(smooth(acts[name][:, 0]), targets[name]) / s_scales[name] for name in style_layers
+        )
         return c_loss, s_loss / len(style_layers)
 
     def loss_fn(x, keys):
@@ -147,7 +184,9 @@ def _run(apply, params, content, style, blend, weights, key, temperature, *, con
     x, history = minimise(loss_fn, start, jax.random.split(key, problems), optimizer, steps)
     c_loss, s_loss = parts(x)
     if preserve_color:
-        x = jnp.clip(from_yiq(jnp.concatenate([to_yiq(x)[..., :1], to_yiq(colour)[..., 1:]], axis=-1)), 0.0, 1.0)
+        x = jnp.clip(
+            from_yiq(jnp.concatenate([to_yiq(x)[..., :1], to_yiq(colour)[..., 1:]], axis=-1)), 0.0, 1.0
+        )
     return x, c_loss, s_loss, initial_style, history.T
 
 
@@ -222,8 +261,10 @@ def style_transfer(
     spec.check_layers((content_layer,) + style_layers)
     for name in style_layers:
         if not spec.layer(name).spatial:
-            raise ValueError(f"style layer {name!r} is not spatial (shape {spec.layer(name).shape}); Gram "
-                             "matrices need a spatial layer")  # fmt: skip
+            raise ValueError(
+                f"style layer {name!r} is not spatial (shape {spec.layer(name).shape}); Gram "
+                "matrices need a spatial layer"
+            )
     if smoothing not in ("softmax", None):
         raise ValueError(f"smoothing must be 'softmax' or None, got {smoothing!r}")
     if init not in ("content", "noise"):
@@ -235,7 +276,11 @@ def style_transfer(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     blend = _blend(blend, content.shape[0], style.shape[0])
     weights = []
-    for name, w in (("content_weight", content_weight), ("style_weight", style_weight), ("tv_weight", tv_weight)):
+    for name, w in (
+        ("content_weight", content_weight),
+        ("style_weight", style_weight),
+        ("tv_weight", tv_weight),
+    ):
         w = np.asarray(w, np.float32)
         if w.ndim > 1 or w.size == 0 or not np.all(np.isfinite(w)) or np.any(w < 0):
             raise ValueError(f"{name} must be a finite number >= 0 or a 1-D array of them, got {w}")
@@ -245,7 +290,8 @@ def style_transfer(
     if sizes - {1, problems}:
         raise ValueError(
             f"content images ({content.shape[0]}), blend rows ({len(blend)}) and per-problem weights "
-            f"({', '.join(str(len(w)) for w in weights)}) must each be 1 or the number of problems ({problems})"
+            f"({', '.join(str(len(w)) for w in weights)}) must each be 1 or the number of problems "
+            f"({problems})"
         )
     blend = np.broadcast_to(blend, (problems, blend.shape[1]))
     weights = [np.broadcast_to(w, (problems,)) for w in weights]
@@ -257,12 +303,27 @@ def style_transfer(
         elif optimizer == "lbfgs":
             optimizer = _lbfgs()
         else:
-            raise ValueError(f"optimizer must be 'adam', 'lbfgs' or an optax transformation, got {optimizer!r}")
+            raise ValueError(
+                f"optimizer must be 'adam', 'lbfgs' or an optax transformation, got {optimizer!r}"
+            )
     optimizer = check_optimizer(optimizer)
-    out = _run(model.apply, model.params, content, style, jnp.asarray(blend), jnp.asarray(np.stack(weights, 1)),
-               as_key(key), jnp.float32(temperature), content_layer=content_layer, style_layers=style_layers,
-               optimizer=optimizer, steps=steps, smoothing=smoothing, from_noise=init == "noise",
-               preserve_color=bool(preserve_color))  # fmt: skip
+    out = _run(
+        model.apply,
+        model.params,
+        content,
+        style,
+        jnp.asarray(blend),
+        jnp.asarray(np.stack(weights, 1)),
+        as_key(key),
+        jnp.float32(temperature),
+        content_layer=content_layer,
+        style_layers=style_layers,
+        optimizer=optimizer,
+        steps=steps,
+        smoothing=smoothing,
+        from_noise=init == "noise",
+        preserve_color=bool(preserve_color),
+    )
     check_finite("style_transfer", out[0], out[4])
     return Stylized(*out)
 
@@ -277,8 +338,10 @@ def _blend(blend, n_content: int, n_style: int) -> np.ndarray:
     if b.ndim == 1:
         b = b[None]
     if b.ndim != 2 or b.shape[1] != n_style:
-        raise ValueError(f"blend must be [{n_style}] or [problems, {n_style}] for {n_style} style images, "
-                         f"got shape {np.shape(blend)}")  # fmt: skip
+        raise ValueError(
+            f"blend must be [{n_style}] or [problems, {n_style}] for {n_style} style images, "
+            f"got shape {np.shape(blend)}"
+        )
     if not np.all(np.isfinite(b)) or np.any(b < 0) or np.any(b.sum(1) <= 0):
         raise ValueError(f"blend weights must be finite, >= 0 and not all zero in a row, got {b}")
     if b.shape[0] == 1 and n_content > 1:

@@ -35,8 +35,14 @@ from cnnjax import priors as _priors
 from cnnjax import transforms as _transforms
 from cnnjax._src.contract import Model, Objective, Parameterization, Transform
 from cnnjax.objectives import stack
-from cnnjax.techniques._optimize import (apply_stacked, as_key, check_finite, check_optimizer, check_steps,
-                                         minimise)
+from cnnjax.techniques._optimize import (
+    apply_stacked,
+    as_key,
+    check_finite,
+    check_optimizer,
+    check_steps,
+    minimise,
+)
 
 __all__ = ["visualize", "Visualization", "Preset", "PRESETS", "get_preset"]
 
@@ -78,16 +84,27 @@ def get_preset(name: str) -> Preset:
     """The preset called ``name`` (built once, so repeated calls reuse one compiled program)."""
     T = _transforms
     if name == "lucid":
-        transform = T.compose(T.pad(12), T.jitter(8), T.random_scale(),
-                              T.random_rotate(tuple(range(-10, 11)) + (0,) * 5), T.jitter(4))  # fmt: skip
-        return Preset(128, 512, lambda s, b, c: _param.image(s, b, c, decorrelated=c == 3), transform,
-                      optax.adam(0.05))  # fmt: skip
+        transform = T.compose(
+            T.pad(12),
+            T.jitter(8),
+            T.random_scale(),
+            T.random_rotate(tuple(range(-10, 11)) + (0,) * 5),
+            T.jitter(4),
+        )
+        return Preset(
+            128, 512, lambda s, b, c: _param.image(s, b, c, decorrelated=c == 3), transform, optax.adam(0.05)
+        )
     if name == "yosinski":
         # Decay and blur as in the Deep Visualization Toolbox's example run (decay 1e-4, blur
         # radius 1 every 4 steps), plus clipping of the 20% smallest-norm pixels; the learning
         # rate was chosen on the bundled model (0.1, 0.3, 1 and 8 tried; 1 and 8 overshoot).
-        opt = optax.chain(optax.sgd(0.3), _priors.l2_decay(1e-4), _priors.blur_every(4, 1.0),
-                          _priors.clip_small_norm(20), _priors.box(-0.5, 0.5))  # fmt: skip
+        opt = optax.chain(
+            optax.sgd(0.3),
+            _priors.l2_decay(1e-4),
+            _priors.blur_every(4, 1.0),
+            _priors.clip_small_norm(20),
+            _priors.box(-0.5, 0.5),
+        )
         return Preset(224, 256, lambda s, b, c: _param.pixel(s, b, c), None, opt)
     if name == "plain":
         opt = optax.chain(optax.sgd(0.3), _priors.box(-0.5, 0.5))
@@ -193,16 +210,25 @@ def visualize(
     optimizer = check_optimizer(p.optimizer if optimizer is None else optimizer)
     resolved = stack(resolve_objectives(model, targets, param, transform))
     keys = jax.random.split(as_key(key), len(targets))
-    images, scores, history, best, totals = _run(model.apply, model.params, resolved, keys, param=param,
-                                         transform=transform, optimizer=optimizer, steps=steps,
-                                         restarts=restarts)  # fmt: skip
+    images, scores, history, best, totals = _run(
+        model.apply,
+        model.params,
+        resolved,
+        keys,
+        param=param,
+        transform=transform,
+        optimizer=optimizer,
+        steps=steps,
+        restarts=restarts,
+    )
     check_finite("visualize", images, history)
     images = images.reshape((-1,) + images.shape[2:])
     return Visualization(images, scores, history, best, totals)
 
 
-def resolve_objectives(model: Model, targets: Sequence[Objective], param: Parameterization,
-                       transform: Transform | None) -> list[Objective]:  # fmt: skip
+def resolve_objectives(
+    model: Model, targets: Sequence[Objective], param: Parameterization, transform: Transform | None
+) -> list[Objective]:
     """Check objectives against the model at the size the run will feed it, before any work.
 
     The image a parameterization produces is passed through the transform abstractly

@@ -27,8 +27,16 @@ import numpy as np
 from cnnjax._src.contract import Transform
 from cnnjax._src.depthwise import depthwise_conv
 
-__all__ = ["pad", "jitter", "roll", "random_scale", "random_rotate", "gaussian_blur", "compose",
-           "gaussian_kernel"]  # fmt: skip
+__all__ = [
+    "pad",
+    "jitter",
+    "roll",
+    "random_scale",
+    "random_rotate",
+    "gaussian_blur",
+    "compose",
+    "gaussian_kernel",
+]
 
 
 def _check_nhwc(images, what):
@@ -103,8 +111,9 @@ def _affine(images: jax.Array, matrix: jax.Array) -> jax.Array:
     if h < 2 or w < 2:
         raise ValueError(f"resampling needs images of at least 2x2 pixels, got {h}x{w}")
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    yy, xx = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) - cy, jnp.arange(w, dtype=jnp.float32) - cx,
-                          indexing="ij")  # fmt: skip
+    yy, xx = jnp.meshgrid(
+        jnp.arange(h, dtype=jnp.float32) - cy, jnp.arange(w, dtype=jnp.float32) - cx, indexing="ij"
+    )
     sy = jnp.clip(matrix[0, 0] * yy + matrix[0, 1] * xx + cy, 0.0, h - 1.0)
     sx = jnp.clip(matrix[1, 0] * yy + matrix[1, 1] * xx + cx, 0.0, w - 1.0)
     y0, x0 = jnp.minimum(jnp.floor(sy), h - 2.0), jnp.minimum(jnp.floor(sx), w - 2.0)
