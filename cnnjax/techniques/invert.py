@@ -141,7 +141,7 @@ def invert(
     lr: float = 0.01,
     momentum: float = 0.9,
     alpha: float = 6.0,
-    alpha_weight: float = 1.0,
+    alpha_weight: float = 30.0,
     beta: float = 2.0,
     tv: float | Sequence[float] | None = None,
     size: int | tuple[int, int] | None = None,
@@ -164,7 +164,8 @@ def invert(
       lr: mean change per pixel per step at the start (0.01).
       momentum: heavy-ball momentum (0.9).
       alpha: exponent of the alpha-norm (6).
-      alpha_weight: :math:`\lambda_\alpha` (1).
+      alpha_weight: :math:`\lambda_\alpha` (30; chosen on the bundled model: with 1, deep layers'
+        reconstructions saturate).
       beta: exponent of the total variation (2).
       tv: :math:`\lambda_{TV}`, one value or one per layer (default: growing with depth,
         :func:`tv_weight`).
@@ -187,9 +188,11 @@ def invert(
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers are repeated: {layers}")
     steps = check_steps(steps)
-    for name, v in (("lr", lr), ("alpha_weight", alpha_weight + 1e-30), ("beta", beta)):
+    for name, v in (("lr", lr), ("beta", beta)):
         if not (np.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a positive number, got {v}")
+    if not (np.isfinite(alpha_weight) and alpha_weight >= 0):
+        raise ValueError(f"alpha_weight must be a number >= 0, got {alpha_weight}")
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if not alpha >= 1:
