@@ -4,6 +4,8 @@ Images are float32 NHWC arrays in [0, 1]; a model is ``apply(params, images, *, 
 -> Activations`` plus its params and a :class:`ModelSpec`. See ``README.md`` for a tour.
 """
 
+from cnnjax import attacks as attacks
+from cnnjax import losses as losses
 from cnnjax import models as models
 from cnnjax import training as training
 from cnnjax._src.checks import check_images as check_images
@@ -45,6 +47,7 @@ __all__ = [
     "Tape",
     "Transform",
     "ValueMapping",
+    "attacks",
     "check_images",
     "classify",
     "depthwise_conv",
@@ -56,6 +59,7 @@ __all__ = [
     "load_image",
     "load_images",
     "load_model",
+    "losses",
     "models",
     "pytree_dataclass",
     "sample_photos",

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from cnnjax._src.contract import Model
 from cnnjax._src.samples import sample_photos
+from cnnjax.report.adversarial import adversarial_section
 from cnnjax.report.html import Report, Section, bars, figure, table
 from cnnjax.techniques.classify import classify
 
@@ -101,6 +102,7 @@ def training_section(ctx: DemoContext) -> Section:
 
 #: The demo's sections, in order. Techniques append theirs here.
 SECTIONS: list[Callable[[DemoContext], Section]] = [classification_section, model_section, training_section]
+SECTIONS.append(adversarial_section)
 
 
 def run_demo(

@@ -1,0 +1,38 @@
+"""Breaking CNNs: adversarial attacks and their evaluation.
+
+Every attack takes a model, images float32 NHWC in [0, 1] and labels or targets, and returns
+an :class:`AttackResult` whose ``images`` are float32 in [0, 1]; epsilons are in [0, 1] pixel
+space (the model's spec maps images to its own range). One compiled program per attack;
+epsilon sweeps, restarts and one target per image run in the same program.
+
+    from cnnjax.attacks import pgd
+    adv = pgd(model, images, eps=2 / 255, steps=10)
+"""
+
+from cnnjax.techniques.adversarial import AttackResult as AttackResult
+from cnnjax.techniques.adversarial import bim as bim
+from cnnjax.techniques.adversarial import carlini_wagner as carlini_wagner
+from cnnjax.techniques.adversarial import fgm as fgm
+from cnnjax.techniques.adversarial import fgsm as fgsm
+from cnnjax.techniques.adversarial import lbfgs as lbfgs
+from cnnjax.techniques.adversarial import pgd as pgd
+from cnnjax.techniques.robustness import PerturbationNorms as PerturbationNorms
+from cnnjax.techniques.robustness import RobustnessCurve as RobustnessCurve
+from cnnjax.techniques.robustness import perturbation_norms as perturbation_norms
+from cnnjax.techniques.robustness import robustness_curve as robustness_curve
+from cnnjax.techniques.robustness import robustness_plot as robustness_plot
+
+__all__ = [
+    "AttackResult",
+    "PerturbationNorms",
+    "RobustnessCurve",
+    "bim",
+    "carlini_wagner",
+    "fgm",
+    "fgsm",
+    "lbfgs",
+    "perturbation_norms",
+    "pgd",
+    "robustness_curve",
+    "robustness_plot",
+]
