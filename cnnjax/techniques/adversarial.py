@@ -132,7 +132,7 @@ def _classes(model: Model, values: Any, n: int, what: str) -> jax.Array:
     """Class indices or names -> int32 [n]; a single class applies to every image."""
     spec = model.spec
     if isinstance(values, (str, numbers.Integral)) and not isinstance(values, bool):
-        return jnp.full((n,), spec.class_index(values), jnp.int32)
+        return jnp.asarray(np.full((n,), spec.class_index(values), np.int32))
     arr = np.asarray(values)
     if arr.ndim == 0:
         return _classes(model, arr.item(), n, what)
@@ -157,7 +157,11 @@ def _key(key: Any) -> jax.Array:
 
 
 def _targets_or_labels(model: Model, images: jax.Array, labels: Any, targets: Any) -> tuple[jax.Array, bool]:
-    """The classes the attack moves towards (targets) or away from (labels; default: predictions)."""
+    """The classes the attack moves towards (targets) or away from (labels; default: predictions).
+
+    Whether the attack is targeted travels into the compiled program as a per-image boolean
+    array, not a static flag, so targeted and untargeted calls share one program.
+    """
     n = images.shape[0]
     if targets is not None:
         if labels is not None:
@@ -174,16 +178,19 @@ def top1(model: Model, images: jax.Array) -> jax.Array:
     Asks for classify's default k (5) and keeps the first, so a batch that was already
     classified reuses that compiled program instead of compiling another forward pass.
     """
-    return classify(model, images, k=min(5, model.spec.num_classes))[1][:, 0]
+    return jnp.asarray(np.asarray(classify(model, images, k=min(5, model.spec.num_classes))[1])[:, 0])
 
 
-def _finish(model: Model, images: jax.Array, classes: jax.Array | None):
-    """Default labels (the model's own top-1), computed only after every check passed."""
-    return top1(model, images) if classes is None else classes
+def _finish(model: Model, images: jax.Array, classes: jax.Array | None, targeted: bool):
+    """Default labels (the model's own top-1), computed only after every check passed, and the
+    per-image targeted flags."""
+    classes = top1(model, images) if classes is None else classes
+    return classes, jnp.asarray(np.full(classes.shape, targeted))
 
 
 def _check_finite(result: AttackResult, name: str) -> AttackResult:
-    bad = int(jnp.sum(~jnp.all(jnp.isfinite(result.images), axis=(-3, -2, -1))))
+    # On the host (NumPy): an eager jnp check would compile a few programs of its own.
+    bad = int(np.sum(~np.all(np.isfinite(np.asarray(result.images)), axis=(-3, -2, -1))))
     if bad:
         raise FloatingPointError(
             f"{name} went non-finite for {bad} image(s) (a model that returns NaN or inf logits "
@@ -228,14 +235,17 @@ def project(x: jax.Array, x0: jax.Array, eps: jax.Array, norm: str) -> jax.Array
     """Project ``x`` onto {x0 + delta : |delta| <= eps} intersected with the [0, 1] box, per example.
 
     L-infinity: the intersection is itself a box, so this is the exact Euclidean projection.
-    L2: onto the ball (``optax.projections.projection_l2_ball``), then the box; clipping moves
+    L2: onto the ball, then the box (``optax.projections.projection_box``); clipping moves
     every coordinate towards ``x0`` (which is in the box), so the result stays in the ball.
     """
     if norm == "inf":
         e = _col(eps)
         return optax.projections.projection_box(x, jnp.maximum(x0 - e, 0.0), jnp.minimum(x0 + e, 1.0))
-    delta = jax.vmap(optax.projections.projection_l2_ball)(x - x0, eps)
-    delta = jnp.where(_col(eps) > 0, delta, 0.0)  # the projection divides 0 by 0 at eps = 0
+    # The ball's projection is delta * min(1, eps / |delta|), written out rather than
+    # optax.projections.projection_l2_ball, which divides 0 by 0 when eps^2 underflows.
+    delta = x - x0
+    size = jnp.sqrt(jnp.sum(delta * delta, axis=(1, 2, 3)))
+    delta = delta * _col(jnp.minimum(1.0, eps / jnp.maximum(size, 1e-30)))
     return optax.projections.projection_box(x0 + delta, 0.0, 1.0)
 
 
@@ -256,9 +266,9 @@ def _unit_ball_noise(key: jax.Array, shape: tuple[int, ...], norm: str) -> jax.A
 
 
 def _attack_loss(logits, classes, targeted):
-    """The loss the attack minimises: CE to the target, or minus CE to the label."""
+    """The loss the attack minimises: CE to the target, or minus CE to the label (per image)."""
     ce = softmax_cross_entropy(logits, classes)
-    return ce if targeted else -ce
+    return jnp.where(targeted, ce, -ce)
 
 
 def _num_classes(apply, params, images) -> int:
@@ -267,15 +277,15 @@ def _num_classes(apply, params, images) -> int:
 
 def _succeeded(logits, classes, targeted):
     pred = jnp.argmax(logits, axis=-1)
-    return pred == classes if targeted else pred != classes
+    return jnp.where(targeted, pred == classes, pred != classes)
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("apply", "norm", "steps", "targeted", "random_start", "restarts", "early_stop"),
+    static_argnames=("apply", "norm", "steps", "restarts", "squeeze"),
 )
-def _iterative(apply, params, images, classes, eps, step_size, key, *, norm, steps, targeted,
-               random_start, restarts, early_stop):  # fmt: skip
+def _iterative(apply, params, images, classes, targeted, eps, step_size, key, random_start, early_stop,
+               *, norm, steps, restarts, squeeze):  # fmt: skip
     (n, h, w, c), e, r = images.shape, eps.shape[0], restarts
     shape = (e, r, n)
 
@@ -284,27 +294,26 @@ def _iterative(apply, params, images, classes, eps, step_size, key, *, norm, ste
 
     x0 = flat(images[None, None], (h, w, c))
     cls = flat(classes[None, None])
+    tgt = flat(targeted[None, None])
     eps_f = flat(eps[:, None, None])
     alpha_f = flat(step_size[:, None, None])
-    if random_start:
-        keys = key[None] if r == 1 else jax.random.split(key, r)
-        noise = jax.vmap(lambda k: _unit_ball_noise(k, (n, h, w, c), norm))(keys)
-        x = project(x0 + _col(eps_f) * flat(noise[None], (h, w, c)), x0, eps_f, norm)
-    else:
-        x = x0
+    # random_start and early_stop are traced booleans: PGD, BIM and FGSM share programs.
+    keys = key[None] if r == 1 else jax.random.split(key, r)
+    noise = jax.vmap(lambda k: _unit_ball_noise(k, (n, h, w, c), norm))(keys)
+    x = jnp.where(random_start, project(x0 + _col(eps_f) * flat(noise[None], (h, w, c)), x0, eps_f, norm), x0)
 
     tx = steepest_ascent_step(norm, _col(alpha_f))
 
     def loss(x):
         logits = apply(params, x)["logits"]
         # Examples are independent, so the gradient of the sum is each example's own gradient.
-        return jnp.sum(_attack_loss(logits, cls, targeted)), logits
+        return jnp.sum(_attack_loss(logits, cls, tgt)), logits
 
     def body(carry, last):
         x, state, done, count, _ = carry
         (_, logits), g = jax.value_and_grad(loss, has_aux=True)(x)
-        if early_stop:  # an example that already succeeded keeps its iterate: a mask, not a break
-            done = done | _succeeded(logits, cls, targeted)
+        # An example that already succeeded keeps its iterate: a mask, not a break.
+        done = done | (early_stop & _succeeded(logits, cls, tgt))
         updates, state = tx.update(g, state, x)
         x_new = project(optax.apply_updates(x, updates), x0, eps_f, norm)
         frozen = done | last
@@ -318,9 +327,9 @@ def _iterative(apply, params, images, classes, eps, step_size, key, *, norm, ste
             jnp.zeros((n_all, _num_classes(apply, params, images)), jnp.float32))  # fmt: skip
     (x, _, _, count, logits), _ = jax.lax.scan(body, init, jnp.arange(steps + 1) == steps)
     probs = jax.nn.softmax(logits, axis=-1)
-    success = _succeeded(logits, cls, targeted)
+    success = _succeeded(logits, cls, tgt)
     # Best of R restarts per example: a success first, then the attacker's highest loss.
-    score = -_attack_loss(logits, cls, targeted).reshape(shape)
+    score = -_attack_loss(logits, cls, tgt).reshape(shape)
     success_r = success.reshape(shape)
     best = jnp.where(
         success_r.any(axis=1),
@@ -334,17 +343,14 @@ def _iterative(apply, params, images, classes, eps, step_size, key, *, norm, ste
         return jnp.take_along_axis(a, idx, axis=1)[:, 0]
 
     pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return AttackResult(
+    result = AttackResult(
         images=pick(x),
         success=pick(success),
         predictions=pick(pred),
         confidence=pick(jnp.max(probs, axis=-1)),
         steps=pick(count),
     )
-
-
-def _squeeze(result: AttackResult, scalar: bool) -> AttackResult:
-    return jax.tree.map(lambda a: a[0], result) if scalar else result
+    return jax.tree.map(lambda a: a[0], result) if squeeze else result
 
 
 def _run_iterative(model, images, labels, targets, *, eps, norm, steps, step_size, default_step,
@@ -361,13 +367,13 @@ def _run_iterative(model, images, labels, targets, *, eps, norm, steps, step_siz
         alpha = np.full_like(eps_arr, _positive(step_size, "step_size"))
     key = _key(key)
     classes, targeted = _targets_or_labels(model, images, labels, targets)
-    classes = _finish(model, images, classes)
+    classes, targeted = _finish(model, images, classes, targeted)
     result = _iterative(
-        model.apply, model.params, images, classes, jnp.asarray(eps_arr), jnp.asarray(alpha), key,
-        norm=norm, steps=steps, targeted=targeted, random_start=bool(random_start),
-        restarts=restarts, early_stop=bool(early_stop),
+        model.apply, model.params, images, classes, targeted, jnp.asarray(eps_arr), jnp.asarray(alpha),
+        key, jnp.asarray(bool(random_start)), jnp.asarray(bool(early_stop)), norm=norm, steps=steps,
+        restarts=restarts, squeeze=scalar,
     )  # fmt: skip
-    return _check_finite(_squeeze(result, scalar), name)
+    return _check_finite(result, name)
 
 
 def pgd(
@@ -599,24 +605,25 @@ def _init_best(apply, params, images):
 
 
 @functools.partial(
-    jax.jit, static_argnames=("apply", "targeted", "steps", "search_steps", "memory_size", "linesearch_steps")
+    jax.jit, static_argnames=("apply", "steps", "search_steps", "memory_size", "linesearch_steps")
 )
-def _lbfgs_run(apply, params, images, classes, c_init, *, targeted, steps, search_steps, memory_size,
+def _lbfgs_run(apply, params, images, classes, targeted, c_init, *, steps, search_steps, memory_size,
                linesearch_steps):  # fmt: skip
     opt = optax.lbfgs(
         memory_size=memory_size,
         linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=linesearch_steps),
     )
-    class_loss = softmax_cross_entropy if targeted else complement_cross_entropy
+    def class_loss(logits, cls, tgt):
+        return jnp.where(tgt, softmax_cross_entropy(logits, cls), complement_cross_entropy(logits, cls))
 
-    def minimise(x, cls, c):
+    def minimise(x, cls, tgt, c):
         """argmin_w c |image(w) - x|^2 + loss(image(w)) for one image, by L-BFGS from w0."""
         w0, image = _box_map(x)
 
         def f(w):
             xa = image(w)
             logits = apply(params, xa[None])["logits"]
-            return c * jnp.sum((xa - x) ** 2) + class_loss(logits, cls[None])[0]
+            return c * jnp.sum((xa - x) ** 2) + class_loss(logits, cls[None], tgt)[0]
 
         def body(carry, _):
             w, state, value, grad = carry
@@ -632,15 +639,16 @@ def _lbfgs_run(apply, params, images, classes, c_init, *, targeted, steps, searc
 
     def search(carry, _):
         c, c_ok, c_fail, best = carry
-        xa, logits = jax.vmap(minimise)(images, classes, c)
+        xa, logits = jax.vmap(minimise)(images, classes, targeted, c)
         success = _succeeded(logits, classes, targeted)
         dist = jnp.sqrt(jnp.sum((xa - images) ** 2, axis=(1, 2, 3)))
         best = _keep_best(best, xa, dist, c, success, logits)
         c, c_ok, c_fail = _search_constant(c, c_ok, c_fail, success, more_is_harder=True)
         return (c, c_ok, c_fail, best), None
 
-    n = images.shape[0]
-    init = (c_init, jnp.zeros((n,)), jnp.full((n,), jnp.inf), _init_best(apply, params, images))
+    n = images.shape[0]  # c starts at c_init; nothing succeeded (0) or failed (inf) yet
+    bounds = jnp.zeros((n,)), jnp.full((n,), jnp.inf)
+    init = (jnp.full((n,), c_init), *bounds, _init_best(apply, params, images))
     (_, _, _, best), _ = jax.lax.scan(search, init, length=search_steps)
     return _result_from_best(best, steps * search_steps)
 
@@ -706,11 +714,10 @@ def lbfgs(
     memory_size = _int_in(memory_size, "memory_size", 1, 1000)
     linesearch_steps = _int_in(linesearch_steps, "linesearch_steps", 1, 1000)
     classes, targeted = _targets_or_labels(model, images, labels, targets)
-    classes = _finish(model, images, classes)
+    classes, targeted = _finish(model, images, classes, targeted)
     result = _lbfgs_run(
-        model.apply, model.params, images, classes, jnp.full((images.shape[0],), c, jnp.float32),
-        targeted=targeted, steps=steps, search_steps=search_steps, memory_size=memory_size,
-        linesearch_steps=linesearch_steps,
+        model.apply, model.params, images, classes, targeted, jnp.float32(c),
+        steps=steps, search_steps=search_steps, memory_size=memory_size, linesearch_steps=linesearch_steps,
     )  # fmt: skip
     return _check_finite(result, "lbfgs")
 
@@ -719,8 +726,8 @@ def lbfgs(
 # Carlini & Wagner (2017), L2
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "targeted", "steps", "search_steps"))
-def _cw_run(apply, params, images, classes, c_init, learning_rate, kappa, *, targeted, steps, search_steps):
+@functools.partial(jax.jit, static_argnames=("apply", "steps", "search_steps"))
+def _cw_run(apply, params, images, classes, targeted, c_init, learning_rate, kappa, *, steps, search_steps):
     w0, image = _box_map(images)
     opt = optax.adam(learning_rate)
 
@@ -728,12 +735,13 @@ def _cw_run(apply, params, images, classes, c_init, learning_rate, kappa, *, tar
         xa = image(w)
         logits = apply(params, xa)["logits"]
         dist2 = jnp.sum((xa - images) ** 2, axis=(1, 2, 3))
-        f = carlini_wagner_loss(logits, classes, targeted=targeted, kappa=kappa)
+        f = jnp.where(targeted, carlini_wagner_loss(logits, classes, targeted=True, kappa=kappa),
+                      carlini_wagner_loss(logits, classes, targeted=False, kappa=kappa))  # fmt: skip
         return jnp.sum(dist2 + c * f), (xa, logits, dist2)
 
     def cw_success(logits):
         m = margin(logits, classes)
-        return m > kappa if targeted else -m > kappa
+        return jnp.where(targeted, m > kappa, -m > kappa)
 
     def round_(carry, _):
         c, c_ok, c_fail, best = carry
@@ -753,7 +761,8 @@ def _cw_run(apply, params, images, classes, c_init, learning_rate, kappa, *, tar
         return (c, c_ok, c_fail, best), None
 
     n = images.shape[0]
-    init = (c_init, jnp.full((n,), jnp.inf), jnp.zeros((n,)), _init_best(apply, params, images))
+    bounds = jnp.full((n,), jnp.inf), jnp.zeros((n,))  # no success (upper bound), no failure yet
+    init = (jnp.full((n,), c_init), *bounds, _init_best(apply, params, images))
     (_, _, _, best), _ = jax.lax.scan(round_, init, length=search_steps)
     return _result_from_best(best, steps * search_steps)
 
@@ -809,10 +818,9 @@ def carlini_wagner(
     learning_rate = _positive(learning_rate, "learning_rate")
     kappa = _positive(kappa, "kappa", allow_zero=True)
     classes, targeted = _targets_or_labels(model, images, labels, targets)
-    classes = _finish(model, images, classes)
+    classes, targeted = _finish(model, images, classes, targeted)
     result = _cw_run(
-        model.apply, model.params, images, classes, jnp.full((images.shape[0],), c, jnp.float32),
-        jnp.float32(learning_rate), jnp.float32(kappa), targeted=targeted, steps=steps,
-        search_steps=search_steps,
+        model.apply, model.params, images, classes, targeted, jnp.float32(c),
+        jnp.float32(learning_rate), jnp.float32(kappa), steps=steps, search_steps=search_steps,
     )  # fmt: skip
     return _check_finite(result, "carlini_wagner")
