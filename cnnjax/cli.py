@@ -146,7 +146,7 @@ def _cmd_attack(args) -> int:
     if minimal:
         about = "minimal L2 perturbation"
         if args.eps is not None:
-            print(f"note: {method} minimises the perturbation; --eps is not used", file=sys.stderr)
+            raise ValueError(f"{method} minimises the perturbation and takes no --eps")
     else:
         kwargs["eps"] = args.eps if args.eps is not None else (0.5 if l2 else 2 / 255)
         about = f"L2 eps {kwargs['eps']:.4g}" if l2 else f"L-inf eps {kwargs['eps'] * 255:.4g}/255"
@@ -158,13 +158,12 @@ def _cmd_attack(args) -> int:
     fn = {"fgsm": attacks.fgsm, "fgm": attacks.fgm, "bim": attacks.bim, "pgd": attacks.pgd,
           "lbfgs": attacks.lbfgs, "cw": attacks.carlini_wagner}[method]  # fmt: skip
 
-    probs, idx = classify(model, image, k=1)
-    label, p0 = int(idx[0, 0]), float(probs[0, 0])
-    print(f"running {_ATTACKS[method]} ({about}) on {spec.name}...", file=sys.stderr, flush=True)
-    try:
-        result = fn(model, image, [label], targets=None if target is None else [target], **kwargs)
+    try:  # the attack checks every argument before any work, and labels the image itself
+        result = fn(model, image, targets=None if target is None else [target], **kwargs)
     except FloatingPointError as e:
         raise ValueError(str(e)) from None
+    probs, idx = classify(model, image)  # the attack's own compiled program for the labels
+    label, p0 = int(idx[0, 0]), float(probs[0, 0])
     adv = np.asarray(result.images)
     new, p1 = int(result.predictions[0]), float(result.confidence[0])
     norms = attacks.perturbation_norms(image, adv)

@@ -92,7 +92,9 @@ def test_demo_writes_a_self_contained_report(demo_report):
     html = demo_report.read_text()
     assert "<h2>Classification</h2>" in html and "<h2>The model</h2>" in html
     assert "<h2>Training</h2>" in html and "test accuracy" in html
-    assert html.count('src="data:image/png;base64,') == 5  # four photos and the training curves
+    assert "<h2>Adversarial examples</h2>" in html and "accuracy under attack" in html
+    # four photos, the training curves, the robustness curve and four adversarial figures
+    assert html.count('src="data:image/png;base64,') == 10
     assert "espresso (967)" in html
     assert "block_15" in html
     assert not re.search(r'src="(?!data:)', html), "no external resources"

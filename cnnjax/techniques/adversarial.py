@@ -109,7 +109,7 @@ def _epsilons(eps: Any, norm: str, dim: int) -> tuple[np.ndarray, bool]:
     if bad.any():
         raise ValueError(
             f"eps must be finite and in [0, {limit:.6g}] for {what} in [0, 1] pixel space "
-            f"(e.g. 2/255 = {2 / 255:.5f}); got {arr[bad][0]!r}"
+            f"(e.g. 2/255 = {2 / 255:.5f}); got {float(arr[bad][0])!r}"
         )
     return arr.astype(np.float32), scalar
 
