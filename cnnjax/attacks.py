@@ -16,6 +16,8 @@ from cnnjax.techniques.adversarial import fgm as fgm
 from cnnjax.techniques.adversarial import fgsm as fgsm
 from cnnjax.techniques.adversarial import lbfgs as lbfgs
 from cnnjax.techniques.adversarial import pgd as pgd
+from cnnjax.techniques.adversarial import project as project
+from cnnjax.techniques.adversarial import steepest_descent as steepest_descent
 from cnnjax.techniques.robustness import PerturbationNorms as PerturbationNorms
 from cnnjax.techniques.robustness import RobustnessCurve as RobustnessCurve
 from cnnjax.techniques.robustness import perturbation_norms as perturbation_norms
@@ -33,6 +35,8 @@ __all__ = [
     "lbfgs",
     "perturbation_norms",
     "pgd",
+    "project",
     "robustness_curve",
     "robustness_plot",
+    "steepest_descent",
 ]

@@ -29,20 +29,15 @@ def coffee():
         yield str(path)
 
 
-@pytest.mark.parametrize(
-    "argv, expect",
-    [
-        (["--method", "fgsm", "--eps", "16/255", "--target", "Bag"], "L-inf 16.000/255"),
-        (["--method", "cw", "--target", "3", "--steps", "30"], "Dress (3)"),
-    ],
-)
-def test_attack_prints_the_result_and_writes_the_figure(capsys, tmp_path, coffee, argv, expect):
+def test_attack_prints_the_result_and_writes_the_figure(capsys, tmp_path, coffee):
     out_png = tmp_path / "fig.png"
+    argv = ["--method", "fgsm", "--eps", "16/255", "--target", "Bag"]  # a fraction, a class name
     code, out, err = run(capsys, "attack", coffee, "--model", "fashionnet", "--out", str(out_png), *argv)
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("original:") and lines[1].startswith("adversarial:")
-    assert lines[2].startswith("perturbation: L-inf") and expect in out
+    assert lines[1].startswith("adversarial:  Bag (8)") and lines[1].endswith("(success)")
+    assert lines[2].startswith("perturbation: L-inf 16.000/255")
     assert lines[-1] == f"wrote {out_png}"
     fig = np.asarray(Image.open(out_png).convert("RGB"))
     # Three panels of 28 px enlarged 6x to 168 px, with room for the "+", "=" and the labels.
