@@ -326,3 +326,17 @@ GOOD = np.full((2, 16, 16, 3), 0.5, np.float32)
 def test_bad_input_is_refused_before_any_work(tiny, call, message):
     with pytest.raises(ValueError, match=message):
         call(_Untouchable(tiny))
+
+
+def test_a_run_that_goes_non_finite_says_so():
+    """A model whose logits are -inf at a black image: the gradient is NaN, and the attack
+    raises instead of returning NaN images."""
+
+    def forward(p, x, tap):
+        m = jnp.log(x.mean(axis=(1, 2, 3)))  # -inf for a black image
+        return jnp.stack([m, -m], axis=-1) * p
+
+    model = cnnjax.from_function(forward, jnp.float32(1.0), name="broken", input_size=SIZE)
+    images = np.zeros((2, SIZE, SIZE, 3), np.float32)
+    with pytest.raises(FloatingPointError, match="fgsm went non-finite for 2 image"):
+        fgsm(model, images, [0, 0], eps=0.1)

@@ -142,8 +142,11 @@ def adversarial_section(ctx: DemoContext) -> Section:
     if ctx.full:
         curves["FGSM"] = robustness.robustness_curve(model, images, labels, eps, attack=adversarial.fgsm)
     pgd_curve = curves["PGD"]
+    def num(v, fmt):  # no fooled image at this epsilon: no norm to average
+        return "-" if np.isnan(v) else fmt.format(v)
+
     rows = [
-        (f"{e * 255:.3g}/255", f"{a:.0%}", f"{s:.0%}", f"{l2:.3f}", f"{li * 255:.3g}/255")
+        (f"{e * 255:.3g}/255", f"{a:.0%}", f"{s:.0%}", num(l2, "{:.3f}"), num(li * 255, "{:.3g}/255"))
         for e, a, s, l2, li in zip(pgd_curve.eps, pgd_curve.accuracy, pgd_curve.success_rate,
                                    pgd_curve.l2, pgd_curve.linf)  # fmt: skip
     ]
@@ -159,6 +162,13 @@ def adversarial_section(ctx: DemoContext) -> Section:
             title=f"{name}: PGD, eps 2/255, {int(res.steps[shown, i])} steps",
         )  # fmt: skip
         figures.append(figure(fig, "", width=520))
+    results = getattr(ctx, "results", None)  # where the demo keeps measured figures (results.json)
+    if results is not None:
+        results["adversarial"] = {
+            "method": f"pgd-{steps}", "eps": [float(e) for e in pgd_curve.eps],
+            "accuracy": pgd_curve.accuracy.tolist(), "success_rate": pgd_curve.success_rate.tolist(),
+            "mean_l2": [None if np.isnan(v) else float(v) for v in pgd_curve.l2],
+        }  # fmt: skip
     plot = robustness.robustness_plot(curves if ctx.full else pgd_curve,
                                       title=f"PGD-{steps} on the {len(names)} photos")  # fmt: skip
     body = (
