@@ -4,6 +4,7 @@ Images are float32 NHWC arrays in [0, 1]; a model is ``apply(params, images, *, 
 -> Activations`` plus its params and a :class:`ModelSpec`. See ``README.md`` for a tour.
 """
 
+from cnnjax import attacks as attacks
 from cnnjax import losses as losses
 from cnnjax import models as models
 from cnnjax import objectives as objectives
@@ -55,6 +56,7 @@ __all__ = [
     "Tape",
     "Transform",
     "ValueMapping",
+    "attacks",
     "check_images",
     "classify",
     "depthwise_conv",

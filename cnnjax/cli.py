@@ -9,6 +9,7 @@
     cnnjax invert IMAGE [--layers L...] [--out FILE]
     cnnjax style CONTENT STYLE... [--blend W...] [--preserve-color] [--out FILE]
     cnnjax fool --classes NAME... [--method gradient|evolution] [--out FILE]
+    cnnjax attack IMAGE --method fgsm|fgm|bim|pgd|lbfgs|cw [--eps 2/255] [--target CLASS]
     cnnjax demo --out DIR [--full]
 
 Bad arguments print a usage message and exit with status 2; a bad file or value exits with
@@ -266,6 +267,65 @@ def _fit(image, max_size: int):
     return np.asarray(jax.image.resize(image, size, "linear")).clip(0.0, 1.0)
 
 
+_ATTACKS = {"fgsm": "FGSM", "fgm": "FGM", "bim": "BIM", "pgd": "PGD", "lbfgs": "L-BFGS",
+            "cw": "Carlini-Wagner L2"}  # fmt: skip
+
+
+def _cmd_attack(args) -> int:
+    import numpy as np
+
+    from cnnjax import attacks
+    from cnnjax._src.image_io import load_image, save_image
+    from cnnjax.models.zoo import load_model
+    from cnnjax.report.adversarial import adversarial_figure
+    from cnnjax.techniques.classify import classify
+
+    method = args.method
+    minimal = method in ("lbfgs", "cw")  # these minimise the perturbation: no epsilon
+    if args.norm != "inf" and method not in ("bim", "pgd"):
+        raise ValueError(f"--norm applies to bim and pgd only, not to {method}")
+    model = load_model(args.model)
+    spec = model.spec
+    image = _channels(load_image(args.image, spec.input_size, resize=spec.resize_size), spec)
+    target = None if args.target is None else spec.class_index(args.target)
+    l2 = method == "fgm" or args.norm == "2"
+    kwargs = {} if args.steps is None else {"steps": args.steps}
+    if minimal:
+        about = "minimal L2 perturbation"
+        if args.eps is not None:
+            raise ValueError(f"{method} minimises the perturbation and takes no --eps")
+    else:
+        kwargs["eps"] = args.eps if args.eps is not None else (0.5 if l2 else 2 / 255)
+        about = f"L2 eps {kwargs['eps']:.4g}" if l2 else f"L-inf eps {kwargs['eps'] * 255:.4g}/255"
+    if method in ("bim", "pgd"):
+        kwargs["norm"] = args.norm
+    if method == "pgd":
+        kwargs["key"] = args.seed
+    about += f", target {spec.class_name(target)} ({target})" if target is not None else ", untargeted"
+    fn = {"fgsm": attacks.fgsm, "fgm": attacks.fgm, "bim": attacks.bim, "pgd": attacks.pgd,
+          "lbfgs": attacks.lbfgs, "cw": attacks.carlini_wagner}[method]  # fmt: skip
+
+    try:  # the attack checks every argument before any work, and labels the image itself
+        result = fn(model, image, targets=None if target is None else [target], **kwargs)
+    except FloatingPointError as e:
+        raise ValueError(str(e)) from None
+    probs, idx = classify(model, image)  # the attack's own compiled program for the labels
+    label, p0 = int(idx[0, 0]), float(probs[0, 0])
+    adv = np.asarray(result.images)
+    new, p1 = int(result.predictions[0]), float(result.confidence[0])
+    norms = attacks.perturbation_norms(image, adv)
+    name0, name1 = f"{spec.class_name(label)} ({label})", f"{spec.class_name(new)} ({new})"
+    print(f"original:     {name0} {p0:.2%}")
+    print(f"adversarial:  {name1} {p1:.2%} ({'success' if bool(result.success[0]) else 'failed'})")
+    print(f"perturbation: L-inf {float(norms.linf[0]) * 255:.3f}/255, L2 {float(norms.l2[0]):.4f}, "
+          f"L0 {int(norms.l0[0])} of {image.shape[1] * image.shape[2]} pixels")  # fmt: skip
+    fig = adversarial_figure(image[0], adv[0], original_label=name0, original_prob=p0,
+                             adversarial_label=name1, adversarial_prob=p1,
+                             title=f"{_ATTACKS[method]}, {about}")  # fmt: skip
+    out = args.out if args.out is not None else Path(f"{Path(args.image).stem}-{method}.png")
+    print(f"wrote {save_image(out, fig)}")
+    return 0
+
 def _cmd_demo(args) -> int:
     from cnnjax.report.demo import run_demo
 
@@ -373,6 +433,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=Path("fool.png"))
     p.set_defaults(run=_cmd_fool)
+    p = sub.add_parser("attack", help="fool the model: an adversarial example and its figure")
+    p.add_argument("image", metavar="IMAGE", help="an image file (any format Pillow reads)")
+    p.add_argument("--method", choices=list(_ATTACKS), default="pgd", help="the attack (pgd)")
+    p.add_argument("--eps", type=_fraction, default=None,
+                   help="radius in [0, 1] pixel units, fractions allowed: 2/255 (default; L2: 0.5)")
+    p.add_argument("--norm", choices=["inf", "2"], default="inf", help="bim and pgd: L-inf or L2 ball")
+    p.add_argument("--target", default=None, metavar="CLASS", help="class index or name: a targeted attack")
+    p.add_argument("--steps", type=_positive_int, default=None, help="iterations (the attack's default)")
+    p.add_argument("--seed", type=int, default=0, help="pgd's random start")
+    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    p.add_argument("--out", type=Path, default=None, help="the figure (default: IMAGE-METHOD.png here)")
+    p.set_defaults(run=_cmd_attack)
 
     p = sub.add_parser("demo", help="write an HTML report of what cnnjax can do")
     p.add_argument("--out", type=Path, default=Path("cnnjax-report"), help="output folder")
@@ -403,6 +475,19 @@ _positive_int = _positive(int, "integer")
 _positive_float = _positive(float, "number")
 _nonnegative_int = _positive(int, "integer", zero=True)
 _nonnegative_float = _positive(float, "number", zero=True)
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a non-negative number, written as a decimal or a fraction (``2/255``)."""
+    import fractions
+
+    try:
+        value = float(fractions.Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number or a fraction (2/255), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,10 +86,13 @@ def test_demo_writes_a_self_contained_report(demo_report):
     assert "<h2>Classification</h2>" in html and "<h2>The model</h2>" in html
     assert "<h2>Training</h2>" in html and "test accuracy" in html
     # Four photos, the training curves, one figure each for activation maximisation, DeepDream,
-    # inversion and style transfer, and two for fooling images.
-    assert html.count('src="data:image/png;base64,') == 11
-    for title in ("Activation maximisation", "DeepDream", "Inversion", "Style transfer", "Fooling images"):
+    # inversion and style transfer, the robustness curve and four adversarial figures, and two
+    # for fooling images.
+    assert html.count('src="data:image/png;base64,') == 16
+    for title in ("Activation maximisation", "DeepDream", "Inversion", "Style transfer", "Adversarial examples",
+                  "Fooling images"):
         assert f"<h2>{title}</h2>" in html
+    assert "accuracy under attack" in html
     assert "espresso (967)" in html
     assert "block_15" in html
     assert not re.search(r'src="(?!data:)', html), "no external resources"

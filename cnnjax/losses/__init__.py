@@ -1,10 +1,14 @@
-"""Losses (minimised): pure functions of images or activations, one value per example.
+"""Losses (minimised): pure functions of images, activations or logits, one value per example.
 
 Each works inside your own optax loop without any other part of cnnjax::
 
     loss = losses.content(acts["block_5"], target).sum() + 1e-2 * losses.total_variation(x).sum()
 """
 
+from cnnjax.losses.classification import carlini_wagner_loss as carlini_wagner_loss
+from cnnjax.losses.classification import complement_cross_entropy as complement_cross_entropy
+from cnnjax.losses.classification import margin as margin
+from cnnjax.losses.classification import softmax_cross_entropy as softmax_cross_entropy
 from cnnjax.losses.features import content as content
 from cnnjax.losses.features import gram as gram
 from cnnjax.losses.features import inversion as inversion
@@ -15,9 +19,13 @@ from cnnjax.losses.image import total_variation as total_variation
 
 __all__ = [
     "alpha_norm",
+    "carlini_wagner_loss",
+    "complement_cross_entropy",
     "content",
     "gram",
     "inversion",
+    "margin",
+    "softmax_cross_entropy",
     "softmax_smoothing",
     "style",
     "total_variation",

@@ -54,8 +54,10 @@ def png_data_uri(image) -> str:
 def figure(image, caption: str = "", width: int | None = None) -> str:
     """An embedded image with a caption."""
     style = f' style="width:{int(width)}px"' if width else ""
+    # A given width also lifts the stylesheet's 340 px cap on figures, or the image is shrunk to it.
+    outer = f' style="max-width:{int(width)}px"' if width else ""
     return (
-        f'<figure><img src="{png_data_uri(image)}" alt="{html.escape(caption)}"{style}>'
+        f'<figure{outer}><img src="{png_data_uri(image)}" alt="{html.escape(caption)}"{style}>'
         f"<figcaption>{caption}</figcaption></figure>"
     )
 

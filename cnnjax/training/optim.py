@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cnnjax.losses.classification import check_labels, softmax_cross_entropy
+
 __all__ = [
     "NotesMomentumState",
     "accuracy",
@@ -350,14 +352,6 @@ def decoupled_weight_decay(
 # ----------------------------------------------------------------------------- loss and metric
 
 
-def _check_labels(logits: jax.Array, labels: jax.Array) -> None:
-    if jnp.ndim(logits) < 1 or jnp.shape(labels) != jnp.shape(logits)[:-1]:
-        raise ValueError(
-            f"labels must have the shape of logits without its class axis: "
-            f"logits {jnp.shape(logits)}, labels {jnp.shape(labels)}"
-        )
-
-
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     r"""Mean softmax cross-entropy for integer class labels.
 
@@ -378,11 +372,10 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
         >>> cross_entropy(jnp.array([[2.0, 0.0]]), jnp.array([0]))  # log(1 + e^-2)
         Array(0.12692809, dtype=float32)
 
-    Reference: ``optax.softmax_cross_entropy_with_integer_labels``; Goodfellow, Bengio &
+    Reference: the mean of :func:`cnnjax.losses.softmax_cross_entropy`; Goodfellow, Bengio &
     Courville (2016), "Deep Learning", section 6.2.2.3.
     """
-    _check_labels(logits, labels)
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    return jnp.mean(softmax_cross_entropy(logits, labels))
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -408,5 +401,5 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
     Reference: top-1 accuracy, as reported e.g. for ImageNet (Russakovsky et al., 2015).
     """
-    _check_labels(logits, labels)
+    check_labels(logits, labels)
     return jnp.mean(jnp.argmax(logits, axis=-1) == labels, dtype=jnp.float32)
