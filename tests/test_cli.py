@@ -89,8 +89,9 @@ def test_demo_writes_a_self_contained_report(demo_report):
     # inversion and style transfer, the robustness curve and four adversarial figures, and two
     # for fooling images.
     assert html.count('src="data:image/png;base64,') == 16
-    for title in ("Activation maximisation", "DeepDream", "Inversion", "Style transfer", "Adversarial examples",
-                  "Fooling images"):
+    titles = ("Activation maximisation", "DeepDream", "Inversion", "Style transfer", "Adversarial examples",
+              "Fooling images")  # fmt: skip
+    for title in titles:
         assert f"<h2>{title}</h2>" in html
     assert "accuracy under attack" in html
     assert "espresso (967)" in html
