@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["check_images", "is_concrete"]
+__all__ = ["check_images", "is_concrete", "as_key", "check_positive_int"]
 
 #: Smallest spatial size accepted anywhere; techniques may ask for more.
 MIN_SIZE = 8
@@ -78,3 +78,23 @@ def check_images(
     if isinstance(images, jax.ShapeDtypeStruct):
         return jax.ShapeDtypeStruct(images.shape, jax.numpy.float32)
     return jax.numpy.asarray(images, jax.numpy.float32)
+
+
+def as_key(key: Any) -> jax.Array:
+    """An int seed, a typed PRNG key or a raw ``uint32[2]`` key, as a typed scalar key."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and jax.numpy.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"expected a single PRNG key, got a key array of shape {key.shape}")
+        return key
+    if isinstance(key, jax.Array) and key.shape == (2,) and key.dtype == jax.numpy.uint32:
+        return jax.random.wrap_key_data(key)
+    raise ValueError(f"key must be an int seed or a jax.random.key, got {key!r}")
+
+
+def check_positive_int(value: Any, what: str = "steps") -> int:
+    """``value`` as an int if it is one and >= 1; else a ValueError naming ``what``."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return int(value)

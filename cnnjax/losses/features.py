@@ -23,6 +23,17 @@ def _flat(features: jax.Array, what: str) -> jax.Array:
     raise ValueError(f"{what} needs features [n, h, w, c] or [n, d], got shape {f.shape}")
 
 
+def _with_target(features, target, what: str) -> tuple[jax.Array, jax.Array]:
+    """Features and a target of the same shape (the target may lack the batch axis)."""
+    f = jnp.asarray(features, jnp.float32)
+    t = jnp.asarray(target, jnp.float32)
+    if t.ndim == f.ndim - 1:
+        t = t[None]
+    if t.shape[1:] != f.shape[1:]:
+        raise ValueError(f"{what} target has shape {t.shape}, features have {f.shape}")
+    return f, t
+
+
 def gram(features: jax.Array) -> jax.Array:
     r"""Gram matrix of each example's features, normalised by the number of positions.
 
@@ -79,12 +90,7 @@ def content(features: jax.Array, target: jax.Array) -> jax.Array:
     Returns:
       ``[n]``.
     """
-    f = jnp.asarray(features, jnp.float32)
-    t = jnp.asarray(target, jnp.float32)
-    if t.ndim == f.ndim - 1:
-        t = t[None]
-    if t.shape[1:] != f.shape[1:]:
-        raise ValueError(f"content target has shape {t.shape}, features have {f.shape}")
+    f, t = _with_target(features, target, "content")
     return jnp.mean((f - t) ** 2, axis=tuple(range(1, f.ndim)))
 
 
@@ -102,12 +108,7 @@ def inversion(features: jax.Array, target: jax.Array) -> jax.Array:
     Returns:
       ``[n]``.
     """
-    f = jnp.asarray(features, jnp.float32)
-    t = jnp.asarray(target, jnp.float32)
-    if t.ndim == f.ndim - 1:
-        t = t[None]
-    if t.shape[1:] != f.shape[1:]:
-        raise ValueError(f"inversion target has shape {t.shape}, features have {f.shape}")
+    f, t = _with_target(features, target, "inversion")
     axes = tuple(range(1, f.ndim))
     return jnp.sum((f - t) ** 2, axis=axes) / jnp.maximum(jnp.sum(t * t, axis=axes), 1e-12)
 

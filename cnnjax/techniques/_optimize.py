@@ -30,8 +30,6 @@ __all__ = [
     "minimise",
     "apply_stacked",
     "normalize_by_mean_abs",
-    "as_key",
-    "check_steps",
     "check_finite",
     "check_optimizer",
 ]
@@ -110,25 +108,6 @@ def normalize_by_mean_abs(eps: float = 1e-12) -> optax.GradientTransformation:
         return jax.tree.map(lambda g: g / (jnp.mean(jnp.abs(g)) + eps), updates)
 
     return optax.stateless(f)
-
-
-def as_key(key: Any) -> jax.Array:
-    """An int seed or a typed/raw PRNG key, as a typed key."""
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.key(int(key))
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"expected a single PRNG key, got a key array of shape {key.shape}")
-        return key
-    if isinstance(key, jax.Array) and key.shape == (2,) and key.dtype == jnp.uint32:
-        return jax.random.wrap_key_data(key)
-    raise ValueError(f"key must be an int seed or a jax.random.key, got {key!r}")
-
-
-def check_steps(steps: Any, what: str = "steps") -> int:
-    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"{what} must be a positive int, got {steps!r}")
-    return int(steps)
 
 
 def check_optimizer(optimizer: Any) -> optax.GradientTransformation:

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cnnjax._src.checks import as_key
 from cnnjax._src.contract import Model
 from cnnjax.losses.classification import (
     carlini_wagner_loss,
@@ -158,14 +159,6 @@ def _classes(model: Model, values: Any, n: int, what: str) -> jax.Array:
     if arr.dtype.kind in "OUS":
         return jnp.asarray([spec.class_index(v) for v in arr.tolist()], jnp.int32)
     raise ValueError(f"{what} must be class indices (ints) or names (str), got dtype {arr.dtype}")
-
-
-def _key(key: Any) -> jax.Array:
-    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
-        return jax.random.key(int(key))
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 0:
-        return key
-    raise ValueError(f"key must be an int seed or a scalar jax.random.key, got {key!r}")
 
 
 def _targets_or_labels(model: Model, images: jax.Array, labels: Any, targets: Any) -> tuple[jax.Array, bool]:
@@ -406,7 +399,7 @@ def _run_iterative(model, images, labels, targets, *, eps, norm, steps, step_siz
         alpha = default_step * eps_arr / steps
     else:
         alpha = np.full_like(eps_arr, _positive(step_size, "step_size"))
-    key = _key(key)
+    key = as_key(key)
     classes, targeted = _targets_or_labels(model, images, labels, targets)
     classes, targeted = _finish(model, images, classes, targeted)
     result = _iterative(

@@ -20,9 +20,10 @@ import optax
 
 from cnnjax import priors as _priors
 from cnnjax import transforms as _transforms
+from cnnjax._src.checks import as_key, check_positive_int
 from cnnjax._src.contract import Model
 from cnnjax.objectives import deepdream
-from cnnjax.techniques._optimize import as_key, check_finite, check_steps, minimise, normalize_by_mean_abs
+from cnnjax.techniques._optimize import check_finite, minimise, normalize_by_mean_abs
 
 __all__ = ["dream", "Dream", "octave_sizes"]
 
@@ -121,8 +122,8 @@ def dream(
     if not layers:
         raise ValueError("dream needs at least one layer")
     model.spec.check_layers(list(layers))
-    octaves = check_steps(octaves, "octaves")
-    steps = check_steps(steps)
+    octaves = check_positive_int(octaves, "octaves")
+    steps = check_positive_int(steps)
     if not octave_scale >= 1.0:
         raise ValueError(f"octave_scale must be >= 1, got {octave_scale}")
     if not step_size > 0:

@@ -27,9 +27,10 @@ import optax
 
 from cnnjax import param as _param
 from cnnjax import priors as _priors
+from cnnjax._src.checks import as_key, check_positive_int
 from cnnjax._src.contract import Model
 from cnnjax.objectives import class_log_probability
-from cnnjax.techniques._optimize import as_key, check_finite, check_steps
+from cnnjax.techniques._optimize import check_finite
 from cnnjax.techniques.visualize import visualize
 
 __all__ = ["fooling_images", "Fooling", "cppn_images", "CPPN_WIDTH"]
@@ -174,7 +175,7 @@ def fooling_images(
     if not isinstance(size, (int, np.integer)) or size < spec.min_input_size:
         raise ValueError(f"size must be an int >= {spec.min_input_size} for {spec.name!r}, got {size!r}")
     if method == "gradient":
-        steps = check_steps(100 if steps is None else steps)
+        steps = check_positive_int(100 if steps is None else steps)
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         # Uniform-looking noise: a wide Gaussian around grey, clipped.
@@ -192,8 +193,8 @@ def fooling_images(
         confidence = probs[jnp.arange(len(indices)), jnp.asarray(indices)]
         return Fooling(vis.images, confidence, jnp.exp(vis.history))
     if method == "evolution":
-        steps = check_steps(200 if steps is None else steps, "generations")
-        population = check_steps(population, "population")
+        steps = check_positive_int(200 if steps is None else steps, "generations")
+        population = check_positive_int(population, "population")
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         images, confidence, history = _evolve(

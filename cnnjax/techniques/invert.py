@@ -23,12 +23,11 @@ import optax
 from cnnjax import losses as _losses
 from cnnjax import param as _param
 from cnnjax import priors as _priors
+from cnnjax._src.checks import as_key, check_positive_int
 from cnnjax._src.contract import Model
 from cnnjax.techniques._optimize import (
     apply_stacked,
-    as_key,
     check_finite,
-    check_steps,
     minimise,
     normalize_by_mean_abs,
 )
@@ -187,7 +186,7 @@ def invert(
     model.spec.check_layers(layers)
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers are repeated: {layers}")
-    steps = check_steps(steps)
+    steps = check_positive_int(steps)
     for name, v in (("lr", lr), ("beta", beta)):
         if not (np.isfinite(v) and v > 0):
             raise ValueError(f"{name} must be a positive number, got {v}")

@@ -25,13 +25,12 @@ import optax
 
 from cnnjax import losses as _losses
 from cnnjax import priors as _priors
+from cnnjax._src.checks import as_key, check_positive_int
 from cnnjax._src.contract import Model, ModelSpec
 from cnnjax.techniques._optimize import (
     apply_stacked,
-    as_key,
     check_finite,
     check_optimizer,
-    check_steps,
     minimise,
 )
 
@@ -271,7 +270,7 @@ def style_transfer(
         raise ValueError(f"init must be 'content' or 'noise', got {init!r}")
     if preserve_color and spec.channels != 3:
         raise ValueError("preserve_color needs RGB images")
-    steps = check_steps(steps)
+    steps = check_positive_int(steps)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     blend = _blend(blend, content.shape[0], style.shape[0])

@@ -33,14 +33,13 @@ import optax
 from cnnjax import param as _param
 from cnnjax import priors as _priors
 from cnnjax import transforms as _transforms
+from cnnjax._src.checks import as_key, check_positive_int
 from cnnjax._src.contract import Model, Objective, Parameterization, Transform
 from cnnjax.objectives import stack
 from cnnjax.techniques._optimize import (
     apply_stacked,
-    as_key,
     check_finite,
     check_optimizer,
-    check_steps,
     minimise,
 )
 
@@ -197,9 +196,9 @@ def visualize(
     p = get_preset(preset)
     targets = [objective] if isinstance(objective, Objective) else list(objective)
     size = p.size if size is None else size
-    steps = check_steps(p.steps if steps is None else steps)
-    batch = check_steps(batch, "batch")
-    restarts = check_steps(restarts, "restarts")
+    steps = check_positive_int(p.steps if steps is None else steps)
+    batch = check_positive_int(batch, "batch")
+    restarts = check_positive_int(restarts, "restarts")
     channels = model.spec.channels
     if param is None:
         if not isinstance(size, (int, np.integer)) or size < 1:
