@@ -5,6 +5,7 @@ Images are float32 NHWC arrays in [0, 1]; a model is ``apply(params, images, *, 
 """
 
 from cnnjax import models as models
+from cnnjax import receptive_field as receptive_field
 from cnnjax import training as training
 from cnnjax._src.checks import check_images as check_images
 from cnnjax._src.contract import Activations as Activations
@@ -30,7 +31,19 @@ from cnnjax.models import from_linen as from_linen
 from cnnjax.models import from_nnx as from_nnx
 from cnnjax.models import list_models as list_models
 from cnnjax.models import load_model as load_model
+from cnnjax.report.overlay import overlay as overlay
+from cnnjax.techniques.cam import cam as cam
+from cnnjax.techniques.cam import cam_head as cam_head
+from cnnjax.techniques.cam import grad_cam as grad_cam
+from cnnjax.techniques.cam import grad_cam_plus_plus as grad_cam_plus_plus
+from cnnjax.techniques.cam import layer_cam as layer_cam
+from cnnjax.techniques.cam import score_cam as score_cam
+from cnnjax.techniques.cam import upsample_maps as upsample_maps
 from cnnjax.techniques.classify import classify as classify
+from cnnjax.techniques.map_eval import deletion as deletion
+from cnnjax.techniques.map_eval import insertion as insertion
+from cnnjax.techniques.map_eval import pointing_game as pointing_game
+from cnnjax.techniques.segment import unit_segmentation as unit_segmentation
 
 __version__ = "0.1.0"
 
@@ -45,21 +58,34 @@ __all__ = [
     "Tape",
     "Transform",
     "ValueMapping",
+    "cam",
+    "cam_head",
     "check_images",
     "classify",
+    "deletion",
     "depthwise_conv",
     "from_function",
     "from_linen",
     "from_nnx",
+    "grad_cam",
+    "grad_cam_plus_plus",
     "image_grid",
+    "insertion",
+    "layer_cam",
     "list_models",
     "load_image",
     "load_images",
     "load_model",
     "models",
+    "overlay",
+    "pointing_game",
     "pytree_dataclass",
+    "receptive_field",
     "sample_photos",
     "save_image",
+    "score_cam",
     "static_field",
     "training",
+    "unit_segmentation",
+    "upsample_maps",
 ]

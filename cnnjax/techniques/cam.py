@@ -201,48 +201,50 @@ class CamHead:
 @functools.partial(jax.jit, static_argnames=("apply", "layer", "chunk"))
 def _identify(apply, params, image, noise, *, layer, chunk):
     """Weights and bias of an affine map from ``mean(f)`` to the logits, read off the model,
-    and how far the model is from it at three points."""
-    acts = apply(params, image)
-    f, logits = acts[layer], acts["logits"][0]
-    n_classes, k = logits.shape[0], f.shape[-1]
+    and how far the model is from it. Image 0 is the image as it is, image 1 the same with
+    spatially varying noise added to ``f`` (one forward pass for both)."""
+    images = jnp.concatenate([image, image])
+    k = noise.shape[-1]
 
-    def tail(delta):  # logits as a function of a perturbation of the layer
-        return apply(params, image, perturb={layer: delta})["logits"][0]
+    def tail(uniform, full):  # logits of both images, the layer perturbed
+        out = apply(params, images, perturb={layer: uniform + full})
+        return out["logits"], out[layer]
 
-    # d logits / d (the same shift at every position) = W^T if logits = mean(f) W + b.
-    _, vjp_uniform = jax.vjp(tail, jnp.zeros((1, 1, 1, k), f.dtype))
-    rows = jax.lax.map(lambda e: vjp_uniform(e)[0].reshape(k), jnp.eye(n_classes, dtype=f.dtype), batch_size=chunk)
-    weights = rows.T  # [k, classes]
-    bias = tail(-f)  # the layer at exactly zero
+    zero_u = jnp.zeros((2, 1, 1, k), noise.dtype)
+    full = jnp.concatenate([jnp.zeros_like(noise), noise])
+    logits, vjp, f = jax.vjp(tail, zero_u, full, has_aux=True)
+    n_classes = logits.shape[-1]
     scale = 1.0 + jnp.max(jnp.abs(logits))
 
-    def miss(delta):  # how far the logits are from the affine prediction at f + delta
-        pred = jnp.mean(f + delta, axis=(1, 2))[0] @ weights + bias
-        return jnp.max(jnp.abs(tail(delta) - pred)) / scale
+    # d logits / d (one shift at every position of a channel) = W^T if logits = mean(f) W + b.
+    def row(e):
+        return vjp(jnp.stack([e, jnp.zeros_like(e)]))[0][0].reshape(k)
 
-    # The gradient at every position must be the same, W u / (h w), for a random u: pooling
-    # is an unweighted mean.
-    u = jax.random.normal(jax.random.key(1), (n_classes,), f.dtype)
-    _, vjp_full = jax.vjp(tail, jnp.zeros_like(f))
-    (g,) = vjp_full(u)
+    weights = jax.lax.map(row, jnp.eye(n_classes, dtype=logits.dtype), batch_size=chunk).T  # [k, classes]
+    mean_f = jnp.mean(f, axis=(1, 2))
+    bias = logits[0] - mean_f[0] @ weights
+    # At the noisy features the same W and b must give the logits (affine, not just locally),
+    affine_err = jnp.max(jnp.abs(logits[1] - (mean_f[1] @ weights + bias))) / scale
+    # and the gradient must be W u / (h w) at every position, for a random u (an unweighted mean).
+    u = jax.random.normal(jax.random.key(1), (n_classes,), logits.dtype)
+    g = vjp(jnp.stack([jnp.zeros_like(u), u]))[1][1]
     expected = (weights @ u) / (f.shape[1] * f.shape[2])
-    g_err = jnp.max(jnp.abs(g[0] - expected[None, None])) / (jnp.max(jnp.abs(expected)) + 1e-12)
-    errors = jnp.stack([miss(jnp.zeros_like(f)), miss(noise * (jnp.std(f) + 1.0)), g_err])
-    return weights, bias, errors
+    g_err = jnp.max(jnp.abs(g - expected[None, None])) / (jnp.max(jnp.abs(expected)) + 1e-12)
+    return weights, bias, jnp.stack([affine_err, g_err])
 
 
-_HEADS: dict[tuple[int, str], CamHead] = {}
+_HEADS: dict[tuple[object, str], CamHead] = {}
 
 
 def cam_head(model: Model, layer: str | None = None, *, tolerance: float = 1e-4) -> CamHead:
     """Check that a model ends in global average pooling and one linear layer; return it.
 
-    Nothing is read from parameter names: with ``f`` the layer's activation, the weights are
-    the derivative of the logits with respect to one uniform shift of each channel, the bias
-    is the logits with ``f`` set to zero (through ``perturb``), and the model must then satisfy
-    ``logits = mean_{x,y} f(x, y) @ W + b`` at a random image and at that image's features plus
-    spatially varying noise, with the same gradient at every position (relative error below
-    ``tolerance``). Cached per model.
+    Nothing is read from parameter names: with ``f`` the layer's activation at a random image,
+    the weights ``W`` are the derivative of the logits with respect to one uniform shift of
+    each channel (through ``perturb``) and the bias ``b = logits - mean(f) @ W``; the model must
+    then also satisfy ``logits = mean_{x,y} f'(x, y) @ W + b`` at ``f' = f +`` spatially varying
+    noise, and its gradient with respect to ``f`` must be the same at every position (relative
+    errors below ``tolerance``). Cached per model.
 
     Args:
       model: a :class:`~cnnjax.Model`.
@@ -258,18 +260,21 @@ def cam_head(model: Model, layer: str | None = None, *, tolerance: float = 1e-4)
     """
     spec = model.spec
     layer = check_spatial_layer(spec, layer)
-    key = (id(model), layer)
+    from cnnjax.techniques.receptive_field import _cache_key
+
+    key = (_cache_key(model), layer)
     if key in _HEADS:
         return _HEADS[key]
     h, w = spec.input_size
     image = jax.random.uniform(jax.random.key(0), (1, h, w, spec.channels))
     f_shape = spec.layer(layer).shape
+    # Noise on the scale of typical activations (a unit normal; features are O(1)).
     noise = jax.random.normal(jax.random.key(2), (1, *f_shape))
     chunk = _chunk(spec.num_classes, 4 * int(np.prod(f_shape)))
     weights, bias, errors = _identify(model.apply, model.params, image, noise, layer=layer, chunk=chunk)
     errors = np.asarray(errors)
     if not np.all(np.isfinite(errors)) or errors.max() > tolerance:
-        what = ("at a random image", "with noise added to the features", "in the gradient's positions")
+        what = ("with noise added to the features", "in the gradient's positions")
         worst = int(np.nanargmax(np.where(np.isfinite(errors), errors, np.inf)))
         raise ValueError(
             f"CAM needs logits that are an affine function of the global average of a spatial layer "
@@ -279,7 +284,8 @@ def cam_head(model: Model, layer: str | None = None, *, tolerance: float = 1e-4)
         )
     head = CamHead(layer, weights, bias, float(errors.max()))
     _HEADS[key] = head
-    weakref.finalize(model, _HEADS.pop, key, None)
+    if isinstance(key[0], int):
+        weakref.finalize(model, _HEADS.pop, key, None)
     return head
 
 

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax._src.contract import Model
+from cnnjax.techniques.cam import check_spatial_layer
 
 __all__ = [
     "EffectiveRF",
@@ -111,15 +112,15 @@ def theoretical(model: Model) -> dict[str, ReceptiveField]:
     """The theoretical receptive field of every spatial layer, derived by probing the model.
 
     For each pair of consecutive spatial layers ``(L, M)`` (``"input"`` first), a non-finite
-    marker is added through ``perturb`` at positions on the diagonal of ``L`` and the
-    non-finite positions of ``M`` are read; the marker is NaN in one pass and +inf in another
-    (NaN survives ``0 * NaN``, ReLU, ``clip`` and ReLU6; +inf survives max-pooling, where
-    XLA's vectorised CPU max can drop a NaN) and a position depends on the probed one if
-    either reaches it. Each probe carries markers 8 positions apart along the diagonal,
-    whose footprints are told apart by their order (checked). Every position of ``M`` must
-    depend on an interval of rows and of columns of ``L`` that slides with one window
-    ``k``, stride ``s`` and padding ``p`` (checked exactly, at every position); composing the
-    steps gives, in input pixels,
+    marker is added through ``perturb`` on whole rows (then, separately, whole columns) of
+    ``L`` and the non-finite positions of ``M`` are read; the marker is NaN in one pass and
+    +inf in another (NaN survives ``0 * NaN``, ReLU, ``clip`` and ReLU6; +inf survives
+    max-pooling, where XLA's vectorised CPU max can drop a NaN) and a position depends on a
+    line if either reaches it. Each probe marks every 8th line; their footprints are told
+    apart by their order (any ambiguity and the probes are redone with wider spacing, down to
+    one line per probe). Every position of ``M`` must depend on an interval of rows and of
+    columns of ``L`` (or, dilated, a set within one) that slides with one window ``k``,
+    stride ``s`` and padding ``p`` (checked exactly, at every position); composing the steps gives, in input pixels,
 
         jump_M = jump_L * s,   size_M = size_L + (k - 1) * jump_L,   start_M = start_L - p * jump_L
 
@@ -131,8 +132,8 @@ def theoretical(model: Model) -> dict[str, ReceptiveField]:
 
     All probes of all layers run through one compiled forward (vmapped in chunks of 8).
     Results are cached per model (per weights file for the bundled models, whose structure
-    is fixed). Cost: one full forward per probe, twice (the two markers): 302 forwards for
-    EfficientNet-Lite0, about 5 s on 2 CPU cores plus one compilation.
+    is fixed). Cost: one forward per probe, twice (the two markers): 572 forwards for
+    EfficientNet-Lite0, several seconds on 2 CPU cores, plus one compilation.
 
     Args:
       model: any :class:`~cnnjax.Model` whose spatial layers form a chain.
@@ -158,7 +159,7 @@ def theoretical(model: Model) -> dict[str, ReceptiveField]:
                 _CACHE[key] = _derive(model, spacing)
                 break
             except _Crowded:
-                spacing *= 2
+                spacing *= 2  # at the widest layer's size every probe marks one line: exact
         if isinstance(key, int):
             weakref.finalize(model, _CACHE.pop, key, None)
     return _CACHE[key]
@@ -206,41 +207,41 @@ def _diagonal(h: int, w: int, indices: Iterable[int]) -> np.ndarray:
 
 
 def _axis_window(hit: np.ndarray, n_src: int, where: str) -> tuple[np.ndarray, np.ndarray, int, int, int]:
-    """From ``hit[i, y]`` (position y of the next layer depends on index i of this one) find
-    each y's interval ``[lo, hi]`` and the window ``k``, stride ``s``, padding ``p`` with
-    ``[lo, hi] = clip([s*y - p, s*y - p + k - 1], 0, n_src - 1)`` for every y."""
+    """From ``hit[i, y]`` (position y of the next layer depends on index i of this one) find the
+    sliding window: a stride ``s`` and offsets ``T`` with ``deps(y) = (s*y + T) & [0, n_src)``
+    for every y (``T`` has gaps for a dilated window). Returns the bounds ``lo, hi`` of each
+    ``deps(y)``, the window's span ``k = max T - min T + 1``, ``s`` and ``p = -min T``."""
     n_dst = hit.shape[1]
-    lo, hi = np.zeros(n_dst, np.int64), np.zeros(n_dst, np.int64)
-    for y in range(n_dst):
-        idx = np.flatnonzero(hit[:, y])
-        if idx.size == 0:
+    deps = [np.flatnonzero(hit[:, y]) for y in range(n_dst)]
+    for y, d in enumerate(deps):
+        if d.size == 0:
             raise ValueError(f"{where}: position {y} depends on no position of the previous layer")
-        if idx[-1] - idx[0] + 1 != idx.size:
-            raise ValueError(f"{where}: position {y} depends on {idx.tolist()}, which is not an interval")
-        lo[y], hi[y] = idx[0], idx[-1]
-    starts = np.flatnonzero(lo > 0)  # unclipped start known there: s*y - p = lo
-    ends = np.flatnonzero(hi < n_src - 1)  # unclipped end known there: s*y - p + k - 1 = hi
-    if not len(starts) or not len(ends):
-        side = "first" if not len(starts) else "last"
-        raise ValueError(f"{where}: every position reaches the {side} index; the window is not determined")
+    # Positions whose dependencies are not cut by the border have the most of them.
+    full = np.flatnonzero([d.size == max(e.size for e in deps) for d in deps])
     if n_dst == 1:
         s = 1  # one position: no neighbour to step to
-    elif len(starts) >= 2:
-        s = (lo[starts[-1]] - lo[starts[0]]) // (starts[-1] - starts[0])
-    elif len(ends) >= 2:
-        s = (hi[ends[-1]] - hi[ends[0]]) // (ends[-1] - ends[0])
-    else:
-        raise ValueError(f"{where}: too few positions away from the border to find the stride")
-    p = s * starts[0] - lo[starts[0]]
-    k = hi[ends[0]] - (s * ends[0] - p) + 1
-    y = np.arange(n_dst)
-    a = s * y - p
-    if not (np.array_equal(np.clip(a, 0, n_src - 1), lo) and np.array_equal(np.clip(a + k - 1, 0, n_src - 1), hi)):
-        raise ValueError(
-            f"{where}: the positions' intervals are not one sliding window "
-            f"(fitted k={k}, s={s}, p={p}; intervals {np.stack([lo, hi], 1).tolist()})"
-        )
-    return lo, hi, int(k), int(s), int(p)
+    elif len(full) >= 2:
+        s = (deps[full[-1]][0] - deps[full[0]][0]) // (full[-1] - full[0])
+    else:  # a small layer: any two positions whose dependencies are translates give the stride
+        pairs = [(y1, y2) for y1 in range(n_dst) for y2 in range(y1 + 1, n_dst)
+                 if deps[y1].size == deps[y2].size and np.array_equal(np.diff(deps[y1]), np.diff(deps[y2]))]  # fmt: skip
+        if not pairs:
+            raise ValueError(f"{where}: too few positions away from the border to find the stride")
+        y1, y2 = pairs[0]
+        s = (deps[y2][0] - deps[y1][0]) // (y2 - y1)
+    if s < 1:
+        raise ValueError(f"{where}: the positions' dependencies do not move forward (stride {s}): not one sliding window")
+    offsets = deps[full[0]] - s * full[0]
+    lo, hi = np.array([d[0] for d in deps]), np.array([d[-1] for d in deps])
+    for y, d in enumerate(deps):
+        want = offsets + s * y
+        if not np.array_equal(d, want[(want >= 0) & (want < n_src)]):
+            raise ValueError(
+                f"{where}: the positions' dependencies are not one sliding window (position {y} "
+                f"depends on {d.tolist()}; stride {s} and offsets {offsets.tolist()} predict "
+                f"{want[(want >= 0) & (want < n_src)].tolist()})"
+            )
+    return lo, hi, int(offsets[-1] - offsets[0] + 1), int(s), int(-offsets[0])
 
 
 def _runs(mask: np.ndarray) -> list[np.ndarray]:
@@ -249,37 +250,32 @@ def _runs(mask: np.ndarray) -> list[np.ndarray]:
     return np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1) if idx.size else []
 
 
-def _attribute(seen: np.ndarray, probes: list[np.ndarray], h: int, w: int, where: str):
-    """Single-position dependencies from multi-marker probes.
+def _attribute(seen: np.ndarray, probes: list[np.ndarray], n_src: int, axis: int, where: str) -> np.ndarray:
+    """Single-line dependencies from multi-line probes along one axis.
 
-    ``seen[p]`` is the union of the footprints (rectangles) of the markers ``probes[p]``. The
-    footprints' row runs follow the markers' rows in order (likewise columns); returns
-    ``rows_hit [h, h']`` and ``cols_hit [w, w']``: which positions of the next layer depend on
-    each row / column.
+    ``seen[p]`` is the union of the footprints of the marked lines ``probes[p]`` (rows for
+    ``axis`` 0, columns for 1); footprints follow their lines in order. Returns ``hit[i, y]``:
+    position ``y`` of the next layer (along the axis) depends on line ``i``. Lines with no
+    footprint (a border that a VALID window never reaches) are taken to be the last ones;
+    any mistake in that shows up in the sliding-window check and the probes are redone with
+    wider spacing.
     """
-    rows_hit = np.zeros((h, seen.shape[1]), bool)
-    cols_hit = np.zeros((w, seen.shape[2]), bool)
-    for pattern, positions in zip(seen, probes):
-        marker_rows, marker_cols = np.unique(positions[:, 0]), np.unique(positions[:, 1])
-        row_runs, col_runs = _runs(pattern.any(axis=1)), _runs(pattern.any(axis=0))
-        if len(row_runs) < len(marker_rows) or len(col_runs) < len(marker_cols):
-            if len(positions) > 1:
-                raise _Crowded
-            raise ValueError(f"{where}: no position depends on position {tuple(int(v) for v in positions[0])}")
-        if len(row_runs) != len(marker_rows) or len(col_runs) != len(marker_cols):
-            raise ValueError(f"{where}: the positions depending on one position are not a rectangle")
-        rect = np.zeros_like(pattern)
-        for (i, j) in positions:
-            r = row_runs[int(np.searchsorted(marker_rows, i))]
-            c = col_runs[int(np.searchsorted(marker_cols, j))]
-            rect[r[0] : r[-1] + 1, c[0] : c[-1] + 1] = True
+    n_dst = seen.shape[1 + axis]
+    hit = np.zeros((n_src, n_dst), bool)
+    for pattern, lines in zip(seen, probes):
+        along, across = pattern.any(axis=1 - axis), pattern.any(axis=axis)
+        rect = np.outer(along, across) if axis == 0 else np.outer(across, along)
         if not np.array_equal(rect, pattern):
-            raise ValueError(f"{where}: the positions depending on one position are not a rectangle")
-        for i, r in zip(marker_rows, row_runs):
-            rows_hit[i, r] = True
-        for j, c in zip(marker_cols, col_runs):
-            cols_hit[j, c] = True
-    return rows_hit, cols_hit
+            raise ValueError(f"{where}: the positions depending on a line are not a band")
+        if len(lines) == 1:  # exact, gaps included (a dilated window)
+            hit[lines[0]] = along
+            continue
+        runs = _runs(along)
+        if len(runs) > len(lines):  # footprints with gaps: tell them apart one line at a time
+            raise _Crowded
+        for i, r in zip(lines, runs):
+            hit[i, r] = True
+    return hit
 
 
 def _derive(model: Model, spacing: int) -> dict[str, ReceptiveField]:
@@ -288,19 +284,25 @@ def _derive(model: Model, spacing: int) -> dict[str, ReceptiveField]:
         raise ValueError(f"model {model.spec.name!r} has no spatial layers besides the input")
     H, W = model.spec.input_size
     names = tuple(layer.name for layer in layers)
-    # One probe: markers at some positions of one layer ("input" for the direct probes).
-    probes: list[tuple[str, np.ndarray]] = []
+    widest = max(max(layer.shape[:2]) for layer in layers)
+    # One probe: markers on some rows (axis 0) or columns (axis 1) of one layer.
+    probes: list[tuple[str, int, np.ndarray]] = []
     for src in layers[:-1]:
-        h, w = src.shape[:2]
-        n = max(h, w)
-        probes += [(src.name, _diagonal(h, w, range(r, n, spacing))) for r in range(min(spacing, n))]
+        for axis in (0, 1):
+            n = src.shape[axis]
+            probes += [(src.name, axis, np.arange(r, n, spacing)) for r in range(min(spacing, n))]
     n = max(H, W)
     picks = sorted({round(t * (n - 1) / (_DIRECT - 1)) for t in range(_DIRECT)})
     direct = len(probes)
-    probes += [("input", _diagonal(H, W, [t])) for t in picks]
-    grids = {layer.name: np.zeros((len(probes), *layer.shape[:2]), bool) for layer in layers}
-    for p, (name, positions) in enumerate(probes):
-        grids[name][p, positions[:, 0], positions[:, 1]] = True
+    pixels = _diagonal(H, W, picks)
+    grids = {layer.name: np.zeros((direct + len(pixels), *layer.shape[:2]), bool) for layer in layers}
+    for p, (name, axis, lines) in enumerate(probes):
+        if axis == 0:
+            grids[name][p, lines, :] = True
+        else:
+            grids[name][p, :, lines] = True
+    for p, (i, j) in enumerate(pixels):
+        grids["input"][direct + p, i, j] = True
     grids = {k: jnp.asarray(v) for k, v in grids.items()}
 
     seen = None
@@ -310,17 +312,27 @@ def _derive(model: Model, spacing: int) -> dict[str, ReceptiveField]:
         out = {k: np.asarray(v) for k, v in out.items()}
         seen = out if seen is None else {k: seen[k] | out[k] for k in out}
 
+    try:
+        fields = _compose(layers, probes, seen, H, W)
+    except ValueError:
+        if spacing < widest:  # perhaps an ambiguity of the multi-line probes: probe more finely
+            raise _Crowded from None
+        raise
+    _check_direct(fields, layers, {k: v[direct:] for k, v in seen.items()}, pixels)
+    return fields
+
+
+def _compose(layers, probes, seen, H: int, W: int) -> dict[str, ReceptiveField]:
     # Per axis: (start of position 0's field, jump, size, clipped [first, last] per position).
     state = {0: (0, 1, 1, np.stack([np.arange(H)] * 2, 1)), 1: (0, 1, 1, np.stack([np.arange(W)] * 2, 1))}
     fields = {"input": ReceptiveField("input", (1, 1), (1, 1), (0, 0), state[0][3], state[1][3])}
     for src, dst in zip(layers, layers[1:]):
-        h, w = src.shape[:2]
         where = f"receptive field of {dst.name!r} from {src.name!r}"
-        mine = [p for p, (name, _) in enumerate(probes[:direct]) if name == src.name]
-        rows_hit, cols_hit = _attribute(seen[dst.name][mine], [probes[p][1] for p in mine], h, w, where)
         new = {}
-        for axis, hit, n_src in ((0, rows_hit, h), (1, cols_hit, w)):
-            lo, hi, k, s, p = _axis_window(hit, n_src, f"{where} ({'rows' if axis == 0 else 'columns'})")
+        for axis in (0, 1):
+            mine = [p for p, (name, ax, _) in enumerate(probes) if name == src.name and ax == axis]
+            hit = _attribute(seen[dst.name][mine], [probes[p][2] for p in mine], src.shape[axis], axis, where)
+            lo, hi, k, s, p = _axis_window(hit, src.shape[axis], f"{where} ({('rows', 'columns')[axis]})")
             start, jump, size, clipped = state[axis]
             new[axis] = (start - p * jump, jump * s, size + (k - 1) * jump,
                          np.stack([clipped[lo, 0], clipped[hi, 1]], 1))  # fmt: skip
@@ -333,7 +345,6 @@ def _derive(model: Model, spacing: int) -> dict[str, ReceptiveField]:
             rows=state[0][3],
             cols=state[1][3],
         )
-    _check_direct(fields, layers, {k: v[direct:] for k, v in seen.items()}, [q for _, q in probes[direct:]])
     return fields
 
 
@@ -346,8 +357,8 @@ def _check_direct(fields, layers, seen, direct) -> None:
     """
     for layer in layers[1:]:
         rf = fields[layer.name]
-        for (pos,), observed in zip(direct, seen[layer.name]):
-            i, j = int(pos[0]), int(pos[1])
+        for (i, j), observed in zip(direct, seen[layer.name]):
+            i, j = int(i), int(j)
             rows = (rf.rows[:, 0] <= i) & (i <= rf.rows[:, 1])
             cols = (rf.cols[:, 0] <= j) & (j <= rf.cols[:, 1])
             outside = observed & ~np.outer(rows, cols)
@@ -391,24 +402,13 @@ def gradient_support(model: Model, layer: str, positions: Sequence[tuple[int, in
       bool ``[len(positions), H, W]``.
     """
     spec = model.spec
-    info = _check_spatial(spec, layer)
+    info = spec.layer(check_spatial_layer(spec, layer))
     pos = _check_positions(positions, info.shape[:2], layer)
     if images is None:
         images = jax.random.uniform(jax.random.key(0), (2, *spec.input_size, spec.channels))
     images = spec.check_images(images, exact_size=True)
     mag = _unit_input_grads(model.apply, model.params, images, jnp.asarray(pos), layer=layer)
     return np.asarray(mag) > 0
-
-
-def _check_spatial(spec, layer: str):
-    info = spec.layer(layer)
-    if not info.spatial or layer == "logits":
-        valid = [lay.name for lay in spec.layers if lay.spatial]
-        raise ValueError(
-            f"layer {layer!r} of {spec.name!r} has no spatial extent (shape {info.shape}); "
-            f"spatial layers: {', '.join(valid)}"
-        )
-    return info
 
 
 def _check_positions(positions, hw: tuple[int, int], layer: str) -> np.ndarray:
@@ -471,40 +471,65 @@ class EmpiricalRF(NamedTuple):
     copies: int
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "layer"))
-def _unit_peaks(apply, params, images, unit, *, layer):
-    a = apply(params, images)[layer][..., unit]  # [n, h, w]
-    flat = a.reshape(a.shape[0], -1)
-    idx = jnp.argmax(flat, axis=1)
-    return jnp.max(flat, axis=1), jnp.stack([idx // a.shape[2], idx % a.shape[2]], axis=1)
+@functools.partial(jax.jit, static_argnames=("apply", "layers"))
+def _unit_peaks(apply, params, images, units, *, layers):
+    """Each target's maximum over positions and where it is, per image: ``[n, U]``, ``[n, U, 2]``."""
+    acts = apply(params, images)
+    values, where = [], []
+    for u, layer in enumerate(layers):
+        a = acts[layer][..., units[u]]  # [n, h, w]
+        flat = a.reshape(a.shape[0], -1)
+        idx = jnp.argmax(flat, axis=1)
+        values.append(jnp.max(flat, axis=1))
+        where.append(jnp.stack([idx // a.shape[2], idx % a.shape[2]], axis=1))
+    return jnp.stack(values, axis=1), jnp.stack(where, axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "layer", "patch", "batch"))
-def _occlude(apply, params, image, unit, peak, tops, lefts, keys, *, layer, patch, batch):
-    """The unit's activation at ``peak`` for copies of ``image [1, H, W, C]`` with a patch of
-    uniform random pixels at each ``(tops[j], lefts[j])``, and for the image itself."""
+@functools.partial(jax.jit, static_argnames=("apply", "layers", "patch", "batch"))
+def _occlude(apply, params, image, units, peaks, tops, lefts, keys, *, layers, patch, batch):
+    """Each target's activation at its peak for copies of ``image [1, H, W, C]`` with a patch of
+    uniform random pixels at each ``(tops[j], lefts[j])`` (``[J, U]``), and for the image itself."""
     c = image.shape[-1]
 
-    def unit_at(x):
-        a = apply(params, x)[layer][0]
-        return jax.lax.dynamic_slice(a, (peak[0], peak[1], unit), (1, 1, 1))[0, 0, 0]
+    def read(x):
+        acts = apply(params, x)
+        return jnp.stack([
+            jax.lax.dynamic_slice(acts[layer][0], (peaks[u, 0], peaks[u, 1], units[u]), (1, 1, 1))[0, 0, 0]
+            for u, layer in enumerate(layers)
+        ])  # fmt: skip
 
     def one(args):
         top, left, key = args
         noise = jax.random.uniform(key, (patch, patch, c), jnp.float32)
-        return unit_at(jax.lax.dynamic_update_slice(image[0], noise, (top, left, 0))[None])
+        return read(jax.lax.dynamic_update_slice(image[0], noise, (top, left, 0))[None])
 
-    return unit_at(image), jax.lax.map(one, (tops, lefts, keys), batch_size=batch)
+    return read(image), jax.lax.map(one, (tops, lefts, keys), batch_size=batch)
 
 
 def _grid(n: int, patch: int, stride: int) -> np.ndarray:
     return np.arange(0, n - patch + 1, stride)
 
 
+def _targets(spec, layer, unit) -> tuple[list[str], list[int], bool]:
+    """``(layers, units, single)`` from one ``(layer, unit)`` or matching sequences."""
+    single = isinstance(layer, str)
+    layers = [layer] if single else list(layer)
+    units = [unit] if single else list(unit)
+    if single and not isinstance(unit, (int, np.integer)):
+        raise ValueError(f"with one layer, unit must be one channel index, got {unit!r}")
+    if len(layers) != len(units) or not layers:
+        raise ValueError(f"give one unit per layer: {len(layers)} layers, {len(units)} units")
+    for lay, u in zip(layers, units):
+        channels = spec.layer(check_spatial_layer(spec, lay)).channels
+        if isinstance(u, bool) or not isinstance(u, (int, np.integer)) or not 0 <= u < channels:
+            raise ValueError(f"unit {u!r} is out of range for layer {lay!r}: valid 0..{channels - 1}")
+    return layers, [int(u) for u in units], single
+
+
 def empirical(
     model: Model,
-    layer: str,
-    unit: int,
+    layer: str | Sequence[str],
+    unit: int | Sequence[int],
     images,
     *,
     top_k: int = 5,
@@ -514,7 +539,7 @@ def empirical(
     restrict: bool = True,
     batch_size: int = 64,
     progress: bool = False,
-) -> EmpiricalRF:
+) -> EmpiricalRF | list[EmpiricalRF]:
     """The empirical receptive field of a unit by occlusion (Zhou et al., ICLR 2015, Sec. 3.1).
 
     For each of the unit's top-K images (ranked by the unit's maximum over positions), copies
@@ -529,28 +554,28 @@ def empirical(
     at the canvas centre, and the maps are averaged over the images covering each canvas pixel.
 
     All occluded copies of an image run in one compiled call (vmapped in chunks of
-    ``batch_size`` by ``lax.map``). With ``restrict`` (default) only patches overlapping the
-    unit's theoretical field are run: the others cannot change the unit, so their discrepancy
-    is exactly zero and the result is the same (every patch's noise comes from its grid
-    position, so both ways draw the same pixels).
+    ``batch_size`` by ``lax.map``), and several units (of any layers: pass sequences) read
+    the same copies. With ``restrict`` (default) only patches overlapping the units'
+    theoretical fields are run: the others cannot change the units, so their discrepancy is
+    exactly zero and the result is the same (every patch's noise comes from its image and
+    grid position, so both ways draw the same pixels).
 
     Cost: about ``(H / stride)^2`` copies per image for units whose field covers the image
-    (5184 at 224x224, patch 11, stride 3, the published setting), each a forward pass up to
-    ``layer``.
+    (5184 at 224x224, patch 11, stride 3, the published setting), each a forward pass.
 
     Args:
       model: a :class:`~cnnjax.Model`.
-      layer: a spatial layer; unit: a channel of it.
+      layer: a spatial layer, or a sequence of them; unit: a channel of it (one per layer).
       images: candidate images ``[N, H, W, C]`` at the model's input size, in [0, 1].
-      top_k: how many of the unit's top images to average (at most N).
+      top_k: how many of each unit's top images to average (at most N).
       patch: occluder side in pixels (11 in the paper); stride: grid step (3 in the paper).
       key: seeds the random patches (an int or a JAX key).
-      restrict: run only the patches that overlap the unit's theoretical field.
+      restrict: run only the patches that overlap the units' theoretical fields.
       batch_size: occluded copies per vmapped chunk.
       progress: show a progress bar over the images.
 
     Returns:
-      An :class:`EmpiricalRF`.
+      An :class:`EmpiricalRF` (a list of them, one per unit, for sequences).
 
     Raises:
       ValueError: an unknown or non-spatial layer, a unit out of range, a patch larger than
@@ -564,10 +589,7 @@ def empirical(
     from tqdm.auto import tqdm
 
     spec = model.spec
-    info = _check_spatial(spec, layer)
-    channels = info.shape[-1]
-    if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)) or not 0 <= unit < channels:
-        raise ValueError(f"unit {unit!r} is out of range for layer {layer!r}: valid 0..{channels - 1}")
+    layers, units, single = _targets(spec, layer, unit)
     images = spec.check_images(images, exact_size=True)
     n, H, W, _ = images.shape
     for name, value in (("patch", patch), ("stride", stride), ("top_k", top_k), ("batch_size", batch_size)):
@@ -578,66 +600,76 @@ def empirical(
     if top_k > n:
         raise ValueError(f"top_k={top_k} but only {n} images were given")
     key = jax.random.key(key) if isinstance(key, (int, np.integer)) else key
+    fields = theoretical(model)
+    rfs = [fields[lay] for lay in layers]
+    static_layers, unit_arr = tuple(layers), jnp.asarray(units, jnp.int32)
 
-    rf = theoretical(model)[layer]
-    peaks_val, peaks_pos = [], []
+    values, positions = [], []
     for start in range(0, n, 16):
-        v, p = _unit_peaks(model.apply, model.params, images[start : start + 16], unit, layer=layer)
-        peaks_val.append(np.asarray(v))
-        peaks_pos.append(np.asarray(p))
-    values, positions = np.concatenate(peaks_val), np.concatenate(peaks_pos)
-    order = np.argsort(-values, kind="stable")[:top_k]
+        v, p = _unit_peaks(model.apply, model.params, images[start : start + 16], unit_arr, layers=static_layers)
+        values.append(np.asarray(v))
+        positions.append(np.asarray(p))
+    values, positions = np.concatenate(values), np.concatenate(positions)  # [n, U], [n, U, 2]
+    order = [np.argsort(-values[:, u], kind="stable")[:top_k] for u in range(len(units))]
 
     tops_all, lefts_all = _grid(H, patch, stride), _grid(W, patch, stride)
-    # How many grid patches cover each pixel (the denominator of D), over the full grid.
-    row_cover = ((tops_all[:, None] <= np.arange(H)[None]) & (np.arange(H)[None] < tops_all[:, None] + patch))
-    col_cover = ((lefts_all[:, None] <= np.arange(W)[None]) & (np.arange(W)[None] < lefts_all[:, None] + patch))
+    # Which grid patches cover each pixel; their count is the denominator of D (full grid).
+    row_cover = (tops_all[:, None] <= np.arange(H)[None]) & (np.arange(H)[None] < tops_all[:, None] + patch)
+    col_cover = (lefts_all[:, None] <= np.arange(W)[None]) & (np.arange(W)[None] < lefts_all[:, None] + patch)
     count = np.outer(row_cover.sum(0), col_cover.sum(0))
     # A fixed number of patches per image (padded), so every image reuses one compiled program.
     if restrict:
-        span_r = int(np.max(rf.rows[:, 1] - rf.rows[:, 0])) + patch
-        span_c = int(np.max(rf.cols[:, 1] - rf.cols[:, 0])) + patch
-        n_r = min(len(tops_all), span_r // stride + 1)
-        n_c = min(len(lefts_all), span_c // stride + 1)
+        n_r = min(len(tops_all), sum(int(np.max(np.diff(f.rows, axis=1))) + patch for f in rfs) // stride + len(rfs))
+        n_c = min(len(lefts_all), sum(int(np.max(np.diff(f.cols, axis=1))) + patch for f in rfs) // stride + len(rfs))
     else:
         n_r, n_c = len(tops_all), len(lefts_all)
 
-    canvas = np.zeros((2 * H - 1, 2 * W - 1))
+    canvas = np.zeros((len(units), 2 * H - 1, 2 * W - 1))
     coverage = np.zeros(canvas.shape, np.int64)
-    maps, copies = [], 0
-    cy_all, cx_all = rf.centres
-    for rank, i in enumerate(tqdm(order, desc=f"occlusion {layer}:{unit}", unit="image", disable=not progress)):
-        y, x = positions[i]
-        r_idx = _overlapping(tops_all, patch, rf.rows[y]) if restrict else np.arange(len(tops_all))
-        c_idx = _overlapping(lefts_all, patch, rf.cols[x]) if restrict else np.arange(len(lefts_all))
+    maps = [dict() for _ in units]
+    copies = [0] * len(units)
+    needed = sorted({int(i) for o in order for i in o})
+    for i in tqdm(needed, desc="occlusion", unit="image", disable=not progress):
+        mine = [u for u in range(len(units)) if i in order[u]]
+        peaks = positions[i]  # [U, 2]
+        if restrict:
+            r_idx = np.unique(np.concatenate([_overlapping(tops_all, patch, rfs[u].rows[peaks[u, 0]]) for u in mine]))
+            c_idx = np.unique(np.concatenate([_overlapping(lefts_all, patch, rfs[u].cols[peaks[u, 1]]) for u in mine]))
+        else:
+            r_idx, c_idx = np.arange(len(tops_all)), np.arange(len(lefts_all))
         rr, cc = np.meshgrid(_pad_to(r_idx, n_r), _pad_to(c_idx, n_c), indexing="ij")
         valid = np.outer(np.arange(n_r) < len(r_idx), np.arange(n_c) < len(c_idx)).ravel()
         rr, cc = rr.ravel(), cc.ravel()
-        image_key = jax.random.fold_in(key, rank)
-        keys = jax.vmap(lambda g: jax.random.fold_in(image_key, g))(jnp.asarray(rr * len(lefts_all) + cc))
-        base, acts = _occlude(model.apply, model.params, images[i : i + 1], unit, jnp.asarray([y, x]),
-                              jnp.asarray(tops_all[rr]), jnp.asarray(lefts_all[cc]), keys,
-                              layer=layer, patch=patch, batch=min(batch_size, len(rr)))  # fmt: skip
-        d = np.abs(np.asarray(acts, np.float64) - float(base)) * valid
-        copies += int(valid.sum())
-        total = np.einsum("j,jh,jw->hw", d, row_cover[rr], col_cover[cc])
-        dmap = np.where(count > 0, total / np.maximum(count, 1), 0.0)
-        maps.append(dmap)
-        oy = H - 1 - int(np.floor(np.clip(cy_all[y], 0, H - 1)))
-        ox = W - 1 - int(np.floor(np.clip(cx_all[x], 0, W - 1)))
-        canvas[oy : oy + H, ox : ox + W] += dmap
-        coverage[oy : oy + H, ox : ox + W] += 1
-    mean = np.where(coverage > 0, canvas / np.maximum(coverage, 1), 0.0)
-    return EmpiricalRF(
-        map=mean.astype(np.float32),
-        coverage=coverage,
-        size=field_size(mean),
-        discrepancy=np.stack(maps).astype(np.float32),
-        images=order.astype(np.int64),
-        peaks=positions[order].astype(np.int64),
-        activations=values[order],
-        copies=copies,
-    )
+        image_key = jax.random.fold_in(key, i)
+        keys = jax.vmap(lambda g, k=image_key: jax.random.fold_in(k, g))(jnp.asarray(rr * len(lefts_all) + cc))
+        base, acts = _occlude(model.apply, model.params, images[i : i + 1], unit_arr, jnp.asarray(peaks, jnp.int32),
+                              jnp.asarray(tops_all[rr]), jnp.asarray(lefts_all[cc]), keys, layers=static_layers,
+                              patch=patch, batch=min(batch_size, len(rr)))  # fmt: skip
+        d = np.abs(np.asarray(acts, np.float64) - np.asarray(base, np.float64)[None]) * valid[:, None]
+        for u in mine:
+            total = np.einsum("j,jh,jw->hw", d[:, u], row_cover[rr], col_cover[cc])
+            dmap = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+            maps[u][i] = dmap
+            copies[u] += int(valid.sum())
+            cy, cx = (c[p] for c, p in zip(rfs[u].centres, peaks[u]))
+            oy = H - 1 - int(np.floor(np.clip(cy, 0, H - 1)))
+            ox = W - 1 - int(np.floor(np.clip(cx, 0, W - 1)))
+            canvas[u, oy : oy + H, ox : ox + W] += dmap
+            coverage[u, oy : oy + H, ox : ox + W] += 1
+    results = []
+    for u in range(len(units)):
+        mean = np.where(coverage[u] > 0, canvas[u] / np.maximum(coverage[u], 1), 0.0)
+        results.append(EmpiricalRF(
+            map=mean.astype(np.float32),
+            coverage=coverage[u],
+            size=field_size(mean),
+            discrepancy=np.stack([maps[u][i] for i in order[u]]).astype(np.float32),
+            images=order[u].astype(np.int64),
+            peaks=positions[order[u], u].astype(np.int64),
+            activations=values[order[u], u],
+            copies=copies[u],
+        ))  # fmt: skip
+    return results[0] if single else results
 
 
 def _overlapping(starts: np.ndarray, patch: int, interval: np.ndarray) -> np.ndarray:
@@ -667,41 +699,52 @@ class EffectiveRF(NamedTuple):
     position: tuple[int, int]
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "layer", "all_channels"))
-def _centre_grad(apply, params, images, position, unit, *, layer, all_channels):
-    def total(x):
-        a = apply(params, x)[layer]
-        v = jax.lax.dynamic_slice(a, (0, position[0], position[1], 0), (a.shape[0], 1, 1, a.shape[-1]))
-        return jnp.sum(v) if all_channels else jnp.sum(v[..., unit])
+@functools.partial(jax.jit, static_argnames=("apply", "layers", "all_channels"))
+def _centre_grads(apply, params, images, positions, units, *, layers, all_channels):
+    """``[L, H, W]``: per layer, the mean over images of sum_colours |d unit / d image|.
 
-    g = jax.grad(total)(images)  # images are independent: one backward for the batch
-    return jnp.mean(jnp.sum(jnp.abs(g), axis=-1), axis=0)
+    One backward pass for all layers: the batch holds one copy of the images per layer and
+    copy ``l`` is seeded at layer ``l`` only (examples in a batch are independent)."""
+    n_layers, n = len(layers), images.shape[0]
+    copies = jnp.broadcast_to(images[None], (n_layers, *images.shape))
+
+    def total(xs):
+        acts = apply(params, xs.reshape(n_layers * n, *images.shape[1:]))
+        s = jnp.float32(0.0)
+        for l, layer in enumerate(layers):
+            a = acts[layer].reshape(n_layers, n, *acts[layer].shape[1:])[l]
+            v = jax.lax.dynamic_slice(a, (0, positions[l, 0], positions[l, 1], 0), (n, 1, 1, a.shape[-1]))
+            s = s + (jnp.sum(v) if all_channels else jnp.sum(jnp.take(v, units[l], axis=3)))
+        return s
+
+    g = jax.grad(total)(copies)
+    return jnp.mean(jnp.sum(jnp.abs(g), axis=-1), axis=1)
 
 
 def effective(
     model: Model,
-    layer: str,
+    layer: str | Sequence[str],
     images,
     *,
-    unit: int | None = None,
+    unit: int | Sequence[int] | None = None,
     position: tuple[int, int] | None = None,
-) -> EffectiveRF:
+) -> EffectiveRF | list[EffectiveRF]:
     """The effective receptive field (Luo et al., NIPS 2016): a unit's input gradient.
 
     ``ERF(p) = mean_images sum_colours |d a_{y, x}(image) / d image(p)|`` with ``a_{y, x}`` the
     sum over channels (or one channel ``unit``) of the layer at ``position`` (default: the
     centre position ``(h // 2, w // 2)``), i.e. a gradient signal of one at the centre of the
-    output plane. All images share one backward pass.
+    output plane. All images, and all layers when several are given, share one backward pass.
 
     Args:
       model: a :class:`~cnnjax.Model`.
-      layer: a spatial layer.
+      layer: a spatial layer, or a sequence of them.
       images: ``[N, H, W, C]`` at the model's input size, in [0, 1].
-      unit: one channel (default: all channels summed).
-      position: ``(y, x)`` in the layer (default: its centre).
+      unit: one channel (or one per layer; default: all channels summed).
+      position: ``(y, x)`` in the layer (default: its centre); one layer only.
 
     Returns:
-      An :class:`EffectiveRF`.
+      An :class:`EffectiveRF` (a list, one per layer, for a sequence).
 
     Example::
 
@@ -709,13 +752,29 @@ def effective(
       erf.size, cnnjax.receptive_field.theoretical(model)["block_10"].size
     """
     spec = model.spec
-    info = _check_spatial(spec, layer)
-    h, w, channels = info.shape
+    single = isinstance(layer, str)
+    layers = [layer] if single else list(layer)
+    if not layers:
+        raise ValueError("give at least one layer")
+    if position is not None and len(layers) > 1:
+        raise ValueError("position applies to one layer; several layers use their centres")
+    units = [unit] * len(layers) if unit is None or isinstance(unit, (int, np.integer)) else list(unit)
+    if len(units) != len(layers):
+        raise ValueError(f"give one unit per layer: {len(layers)} layers, {len(units)} units")
     images = spec.check_images(images, exact_size=True)
-    pos = (h // 2, w // 2) if position is None else tuple(int(v) for v in _check_positions(position, (h, w), layer)[0])
-    if unit is not None and (isinstance(unit, bool) or not isinstance(unit, (int, np.integer)) or not 0 <= unit < channels):
-        raise ValueError(f"unit {unit!r} is out of range for layer {layer!r}: valid 0..{channels - 1}")
-    m = _centre_grad(model.apply, model.params, images, jnp.asarray(pos), jnp.int32(unit or 0),
-                     layer=layer, all_channels=unit is None)  # fmt: skip
+    positions = []
+    for lay, u in zip(layers, units):
+        h, w, channels = spec.layer(check_spatial_layer(spec, lay)).shape
+        pos = (h // 2, w // 2) if position is None else tuple(int(v) for v in _check_positions(position, (h, w), lay)[0])
+        if u is not None and (isinstance(u, bool) or not isinstance(u, (int, np.integer)) or not 0 <= u < channels):
+            raise ValueError(f"unit {u!r} is out of range for layer {lay!r}: valid 0..{channels - 1}")
+        positions.append(pos)
+    all_channels = all(u is None for u in units)
+    if not all_channels and any(u is None for u in units):
+        raise ValueError("give a unit for every layer or for none")
+    m = _centre_grads(model.apply, model.params, images, jnp.asarray(positions, jnp.int32),
+                      jnp.asarray([u or 0 for u in units], jnp.int32), layers=tuple(layers),
+                      all_channels=all_channels)  # fmt: skip
     m = np.asarray(m)
-    return EffectiveRF(map=m, size=field_size(m), position=pos)
+    results = [EffectiveRF(map=m[i], size=field_size(m[i]), position=positions[i]) for i in range(len(layers))]
+    return results[0] if single else results
