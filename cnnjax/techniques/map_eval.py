@@ -61,7 +61,7 @@ def _curves(apply, params, images, maps, classes, start, *, steps, insert, batch
 
     curves = jnp.transpose(jax.lax.map(probs_at, counts, batch_size=batch), (1, 2, 0))
     fractions = counts.astype(jnp.float32) / hw
-    auc = jnp.sum((curves[..., 1:] + curves[..., :-1]) * 0.5 * jnp.diff(fractions), axis=-1)
+    auc = jnp.sum((curves[..., 1:] + curves[..., :-1]) * 0.5 * jnp.diff(fractions)[None, None], axis=-1)
     return auc, curves, fractions
 
 
