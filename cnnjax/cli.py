@@ -152,12 +152,10 @@ def _cmd_cam(args) -> int:
     spec = model.spec
     image = _load_for(spec, args.image)  # the file is checked before any model work
     layer = cams.check_spatial_layer(spec, args.layer)
+    chosen = spec.class_index(args.cls) if args.cls is not None else None
     probs, idx = classify(model, image, k=spec.num_classes)
     probs, idx = np.asarray(probs)[0], np.asarray(idx)[0]
-    if args.cls is not None:
-        classes = [spec.class_index(args.cls)]
-    else:
-        classes = [int(c) for c in idx[: min(args.top_k, spec.num_classes)]]
+    classes = [chosen] if chosen is not None else [int(c) for c in idx[: min(args.top_k, spec.num_classes)]]
     method = {"cam": cams.cam, "gradcam": cams.grad_cam, "gradcam++": cams.grad_cam_plus_plus,
               "scorecam": cams.score_cam, "layercam": cams.layer_cam}[args.method]  # fmt: skip
     if args.method == "scorecam":
@@ -206,6 +204,9 @@ def _cmd_rf(args) -> int:
             images = np.concatenate(list(sample_photos(spec.input_size[0], spec.resize_size).values()))
         if spec.channels == 1:
             images = images.mean(axis=-1, keepdims=True)
+        if args.patch > min(spec.input_size):
+            h, w = spec.input_size
+            raise ValueError(f"occlusion patch {args.patch}x{args.patch} is larger than the images ({h}x{w})")
     field = rf.theoretical(model)[layer]
     (cy, cx), (h, w) = field.centres, field.shape
     hand = spec.layer(layer).receptive_field
