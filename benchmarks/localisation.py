@@ -74,7 +74,9 @@ def main() -> None:
     n_loop = args.loop_classes
     one = jax.jit(lambda p, x, c: jnp.einsum("nhwk,k->nhw", model.apply(p, x)["head"], head.weights[:, c]))
     jax.block_until_ready(one(model.params, x1, 0))
-    loop_forward_s = _loop_seconds(lambda: [jax.block_until_ready(one(model.params, x1, c)) for c in range(n_loop)], 1)
+    loop_forward_s = _loop_seconds(
+        lambda: [jax.block_until_ready(one(model.params, x1, c)) for c in range(n_loop)], 1
+    )
     feats = jax.jit(model.apply)(model.params, x1)["head"]
     map_only = jax.jit(lambda f, c: jnp.einsum("nhwk,k->nhw", f, head.weights[:, c]))
     jax.block_until_ready(map_only(feats, 0))
@@ -97,8 +99,8 @@ def main() -> None:
     x8 = jnp.concatenate([images, images[:, :, ::-1]])  # the photos and their mirror images
     top = jnp.argmax(jax.jit(model.apply)(model.params, x8)["logits"], axis=1).astype(jnp.int32)[:, None]
     for layer in ("head", "block_10"):
-        fn = jax.jit(lambda p, x, c, layer=layer: cams._gradient_maps(model.apply, p, x, c, layer=layer,
-                                                                        method="gradcam", chunk=1))  # fmt: skip
+        fn = jax.jit(lambda p, x, c, layer=layer: cams._gradient_maps(
+            model.apply, p, x, c, layer=layer, method="gradcam", chunk=1))  # fmt: skip
         r = time_jitted(fn, model.params, x8, top, repeats=5)
         quality = {}
         if layer == "head":  # Grad-CAM = ReLU(CAM) / hw at the head
@@ -125,8 +127,21 @@ def main() -> None:
         tops, lefts = jnp.asarray(rng.choice(grid, n)), jnp.asarray(rng.choice(grid, n))
         keys = jax.random.split(jax.random.key(0), n)
         peaks = jnp.asarray([[h // 2, w // 2]], jnp.int32)
-        fn = jax.jit(lambda p, x, t, l_, k, layer=layer: rf._occlude(
-            model.apply, p, x, jnp.asarray([0], jnp.int32), peaks, t, l_, k, layers=(layer,), patch=11, batch=64))
+        fn = jax.jit(
+            lambda p, x, t, l_, k, layer=layer, peaks=peaks: rf._occlude(
+                model.apply,
+                p,
+                x,
+                jnp.asarray([0], jnp.int32),
+                peaks,
+                t,
+                l_,
+                k,
+                layers=(layer,),
+                patch=11,
+                batch=64,
+            )
+        )
         r = time_jitted(fn, model.params, x1, tops, lefts, keys, repeats=3)
         emit({
             "case": "occlusion", **info, "layer": layer, "copies_per_call": n, "patch": 11,

@@ -210,9 +210,10 @@ def _cmd_rf(args) -> int:
     field = rf.theoretical(model)[layer]
     (cy, cx), (h, w) = field.centres, field.shape
     hand = spec.layer(layer).receptive_field
-    print(f"{spec.name} {layer} ({h}x{w} positions): theoretical receptive field {field.size[0]}x{field.size[1]} "
-          f"pixels, stride {field.stride[0]}x{field.stride[1]}, padding {field.padding[0]} top / "
-          f"{field.padding[1]} left" + (f" (the spec's hand-derived size: {hand})" if hand else ""))  # fmt: skip
+    print(f"{spec.name} {layer} ({h}x{w} positions): theoretical receptive field "
+          f"{field.size[0]}x{field.size[1]} pixels, stride {field.stride[0]}x{field.stride[1]}, padding "
+          f"{field.padding[0]} top / {field.padding[1]} left"
+          + (f" (the spec's hand-derived size: {hand})" if hand else ""))  # fmt: skip
     print(f"  position (0, 0): centre ({cy[0]:g}, {cx[0]:g}), pixels {field.box(0, 0)}; "
           f"position ({h - 1}, {w - 1}): centre ({cy[-1]:g}, {cx[-1]:g}), pixels {field.box(h - 1, w - 1)}")
     if images is None:
@@ -288,13 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rf", help="receptive fields of a layer: theoretical, and a unit's empirical one")
     p.add_argument("--layer", required=True, help="a spatial layer")
-    p.add_argument("--unit", type=_non_negative_int, default=None, help="a channel: measure its empirical field")
-    p.add_argument("--images", type=Path, default=None, metavar="DIR", help="candidate images (default: the samples)")
+    p.add_argument("--unit", type=_non_negative_int, default=None, help="a channel: its empirical field")
+    p.add_argument("--images", type=Path, default=None, metavar="DIR", help="candidate images (samples)")
     p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="images averaged (5)")
     p.add_argument("--patch", type=_positive_int, default=11, help="occluder side in pixels (11)")
     p.add_argument("--stride", type=_positive_int, default=3, help="occluder grid step (3)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
-    p.add_argument("--out", type=Path, default=None, help="the PNG of the empirical field (rf_LAYER_UNIT.png)")
+    p.add_argument("--out", type=Path, default=None, help="the empirical field's PNG (rf_LAYER_UNIT.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_rf)
     return parser

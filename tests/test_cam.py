@@ -37,7 +37,9 @@ def test_cam_head_is_found_from_the_model_and_the_identity_holds(tiny, images, f
     maps = cnnjax.cam(tiny, images)  # all classes, one einsum
     assert maps.shape == (2, 6, 16, 16) and maps.dtype == jnp.float32
     f, logits = features
-    np.testing.assert_allclose(maps, np.einsum("nhwk,kc->nchw", f, np.asarray(head.weights)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        maps, np.einsum("nhwk,kc->nchw", f, np.asarray(head.weights)), rtol=1e-5, atol=1e-6
+    )
     # S_c = mean_{x,y} M_c(x, y) + b_c, to 1e-5.
     np.testing.assert_allclose(np.asarray(maps).mean((2, 3)) + np.asarray(head.bias)[None], logits, atol=1e-5)
     picked = cnnjax.cam(tiny, images, [4, 1])
@@ -91,7 +93,8 @@ def test_score_cam_against_a_loop_over_channels(tiny, images, features):
 
 def test_upsampling_is_bilinear_or_at_the_fields_centres(tiny, images):
     m = jax.random.normal(jax.random.key(0), (2, 3, 7, 5))
-    np.testing.assert_allclose(cnnjax.upsample_maps(m, (28, 20)), jax.image.resize(m, (2, 3, 28, 20), "linear"),
+    resized = jax.image.resize(m, (2, 3, 28, 20), "linear")
+    np.testing.assert_allclose(cnnjax.upsample_maps(m, (28, 20)), resized,
                                atol=1e-5)  # fmt: skip
     # At the fields' centres, each activation lands exactly on its centre pixel (stride 2,
     # centres 1, 3, 5, ...: XLA's SAME pads the extra pixel at the bottom/right).
@@ -150,8 +153,14 @@ def _not_gap_model(kind):
     dense = jax.random.normal(jax.random.key(1), (4 * 8 * 8 if kind == "flatten" else 4, 5))
 
     def forward(p, x, tap):
-        h = tap("conv", jax.nn.relu(jax.lax.conv_general_dilated(x, p[0], (1, 1), "SAME",
-                                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+        h = tap(
+            "conv",
+            jax.nn.relu(
+                jax.lax.conv_general_dilated(
+                    x, p[0], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+                )
+            ),
+        )
         if kind == "flatten":
             return h.reshape(h.shape[0], -1) @ p[1]
         if kind == "max":

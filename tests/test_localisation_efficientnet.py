@@ -71,8 +71,9 @@ def test_cam_identity_and_peaks_on_the_objects(model, photos):
     np.testing.assert_allclose(head.weights, model.params["fc"]["kernel"][...], atol=1e-5)
 
     top = logits.argmax(axis=1)
-    at_centres = cnnjax.upsample_maps(maps[np.arange(4), top][:, None], (224, 224),
-                                      rf.theoretical(model)["head"].centres)  # what upsample=True does
+    at_centres = cnnjax.upsample_maps(
+        maps[np.arange(4), top][:, None], (224, 224), rf.theoretical(model)["head"].centres
+    )  # what upsample=True does
     boxes = np.array([BOXES[n] for n in names])
     assert cnnjax.pointing_game(at_centres, boxes).all()  # the usual 15-pixel tolerance
     strict = cnnjax.pointing_game(at_centres, boxes, tolerance=0)[:, 0]

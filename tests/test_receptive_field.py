@@ -60,7 +60,12 @@ def _windows(n_in, k, s, lo_pad, dilation=1):
 def _hand_reference(n):
     """Rows (or columns) each position of a, b, c, d depends on, by boolean matrix products."""
     out, dep = {}, np.eye(n, dtype=bool)
-    for name, (k, s, pad, dil) in {"a": (3, 1, 1, 1), "b": (5, 2, 0, 1), "c": (3, 2, 1, 1), "d": (3, 1, 2, 2)}.items():
+    for name, (k, s, pad, dil) in {
+        "a": (3, 1, 1, 1),
+        "b": (5, 2, 0, 1),
+        "c": (3, 2, 1, 1),
+        "d": (3, 1, 2, 2),
+    }.items():
         local = _windows(dep.shape[0], k, s, pad, dil)
         dep = (local.astype(int) @ dep.astype(int)) > 0
         out[name] = dep
@@ -74,12 +79,16 @@ def test_theoretical_fields_of_a_hand_built_network():
     refs = (_hand_reference(32), _hand_reference(24))
     for name, (size, stride, padding) in HAND.items():
         f = fields[name]
-        assert f.size == (size, size) and f.stride == (stride, stride) and f.padding == (padding, padding), name
+        assert f.size == (size, size) and f.stride == (stride, stride) and f.padding == (padding, padding), (
+            name
+        )
         for axis, intervals in ((0, f.rows), (1, f.cols)):
             dep = refs[axis][name]
             first = dep.argmax(axis=1)
             last = dep.shape[1] - 1 - dep[:, ::-1].argmax(axis=1)
-            np.testing.assert_array_equal(intervals, np.stack([first, last], 1), err_msg=f"{name} axis {axis}")
+            np.testing.assert_array_equal(
+                intervals, np.stack([first, last], 1), err_msg=f"{name} axis {axis}"
+            )
     ys, xs = fields["d"].centres
     np.testing.assert_array_equal(ys, -11 + 4 * np.arange(len(ys)) + 13)
     assert fields["d"].box(0, 0) == (0, 0, 15, 15)  # 27 pixels from -11, clipped at 0
@@ -110,6 +119,11 @@ def test_a_layer_that_does_not_slide_is_refused():
         rf.theoretical(model)
 
 
+@pytest.fixture(scope="module")
+def support_net():
+    return known_support_net()
+
+
 def known_support_net():
     """One linear unit per position: a SAME 5x5 correlation with an asymmetric, known support."""
     k = np.zeros((5, 5, 1, 1), np.float32)
@@ -128,8 +142,8 @@ def _images(n, seed=0):
     return jax.random.uniform(jax.random.key(seed), (n, 32, 32, 1))
 
 
-def test_empirical_field_recovers_a_known_support():
-    model, support = known_support_net()
+def test_empirical_field_recovers_a_known_support(support_net):
+    model, support = support_net
     # With 1x1 occluders on a stride-1 grid the discrepancy is |k_p (noise_p - x_p)|: non-zero
     # exactly on the support, which the re-centring puts around the canvas centre (31, 31).
     res = rf.empirical(model, "a", 0, _images(3), top_k=2, patch=1, stride=1)
@@ -155,8 +169,8 @@ def test_empirical_field_recovers_a_known_support():
         np.testing.assert_array_equal(dmap > 0, want)
 
 
-def test_restricting_to_the_theoretical_field_changes_nothing():
-    model, _ = known_support_net()
+def test_restricting_to_the_theoretical_field_changes_nothing(support_net):
+    model, _ = support_net
     a = rf.empirical(model, "a", 0, _images(2, 1), top_k=2, patch=3, stride=2)
     b = rf.empirical(model, "a", 0, _images(2, 1), top_k=2, patch=3, stride=2, restrict=False)
     np.testing.assert_allclose(a.map, b.map, atol=1e-6)
@@ -166,11 +180,18 @@ def test_restricting_to_the_theoretical_field_changes_nothing():
 def test_empirical_several_units_at_once_equal_one_at_a_time():
     model = tiny_cnn()
     images = jax.random.uniform(jax.random.key(3), (3, 32, 32, 3))
-    both = rf.empirical(model, ["conv1", "conv3"], [2, 5], images, top_k=2, patch=5, stride=4)
-    alone = rf.empirical(model, "conv3", 5, images, top_k=2, patch=5, stride=4)
+    both = rf.empirical(model, ["conv1", "conv3"], [2, None], images, top_k=2, patch=5, stride=4)
+    alone = rf.empirical(model, "conv3", both[1].unit, images, top_k=2, patch=5, stride=4)
     np.testing.assert_allclose(both[1].map, alone.map, atol=1e-6)
     np.testing.assert_array_equal(both[1].images, alone.images)
-    assert both[0].size < both[1].size  # conv1 sees 3x3 pixels, conv3 9x9
+    # None picks the most active channel over the images.
+    acts = jax.jit(model.apply)(model.params, images)["conv3"]
+    assert both[1].unit == int(np.argmax(np.asarray(acts).max(axis=(0, 1, 2))))
+    # A 5x5 occluder changes a unit only if it overlaps the unit's field (3x3 for conv1, 9x9
+    # for conv3): the maps are non-zero within the field widened by 4 pixels on each side.
+    for res, side in zip(both, (3 + 8, 9 + 8)):
+        ys, xs = np.nonzero(res.map)
+        assert ys.max() - ys.min() + 1 <= side and xs.max() - xs.min() + 1 <= side
 
 
 def test_effective_field_of_a_linear_network_is_the_kernels_convolution():

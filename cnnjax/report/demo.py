@@ -19,8 +19,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cnnjax._src.contract import Model
-from cnnjax._src.samples import sample_photos
 from cnnjax._src.image_io import image_grid
+from cnnjax._src.samples import sample_photos
 from cnnjax.report.html import Report, Section, bars, figure, table
 from cnnjax.techniques.classify import classify
 
@@ -116,7 +116,8 @@ def cam_section(ctx: DemoContext) -> Section:
     for i, name in enumerate(names):
         y, x = np.unravel_index(int(np.argmax(maps[i])), maps[i].shape)
         label = f"{spec.class_name(int(top[i, 0]))} ({int(top[i, 0])}), p = {probs[i]:.2f}"
-        figures.append(figure(overlay(images[i], maps[i]), f"<b>{name}</b>: {html_escape(label)}; peak at ({y}, {x})"))
+        caption = f"<b>{name}</b>: {html_escape(label)}; peak at ({y}, {x})"
+        figures.append(figure(overlay(images[i], maps[i]), caption))
     body = (
         "<p>Class activation maps (Zhou et al. 2016) of the top class of each photo, "
         "<code>cnnjax.cam(model, images, top, upsample=True)</code>: the head's 7x7 map, "
@@ -125,25 +126,28 @@ def cam_section(ctx: DemoContext) -> Section:
         f"peak.</p><div class=grid>{''.join(figures)}</div>"
     )
     if not ctx.full:
-        body += "<p>With <code>--full</code>: Grad-CAM++, Layer-CAM and Score-CAM, and their deletion and insertion AUC.</p>"
+        body += ("<p>With <code>--full</code>: Grad-CAM++, Layer-CAM and Score-CAM, and their deletion and "
+                 "insertion AUC.</p>")  # fmt: skip
         return Section("Class activation maps", body)
     # Other methods, each row a photo: Layer-CAM at block_10 is finer (14x14); Score-CAM runs
     # 1280 masked forward passes per photo.
     methods = [
         ("CAM, head", maps),
-        ("Grad-CAM++, head", np.asarray(cams.grad_cam_plus_plus(model, images, top, upsample=True))[:, 0]),
-        ("Layer-CAM, block_10", np.asarray(cams.layer_cam(model, images, top, layer="block_10", upsample=True))[:, 0]),
-        ("Score-CAM, head", np.asarray(cams.score_cam(model, images, top, upsample=True))[:, 0]),
+        ("Grad-CAM++, head", cams.grad_cam_plus_plus(model, images, top, upsample=True)),
+        ("Layer-CAM, block_10", cams.layer_cam(model, images, top, layer="block_10", upsample=True)),
+        ("Score-CAM, head", cams.score_cam(model, images, top, upsample=True)),
     ]
-    grid = np.stack([overlay(images[i], m[i], mark_peak=False) for i in range(len(names)) for _, m in methods])
+    methods = [(label, np.asarray(m).reshape(len(names), *images.shape[1:3])) for label, m in methods]
+    tiles = [overlay(images[i], m[i], mark_peak=False) for i in range(len(images)) for _, m in methods]
+    grid = np.stack(tiles)
     rows = []
     for label, m in methods:
         d = np.asarray(deletion(model, images, m[:, None], top).auc)[:, 0]
         ins = np.asarray(insertion(model, images, m[:, None], top).auc)[:, 0]
         rows.append((label, f"{d.mean():.3f}", f"{ins.mean():.3f}"))
     body += (
-        figure(image_grid(grid, cols=len(methods)), "Rows: the photos. Columns: " + ", ".join(m for m, _ in methods),
-               width=180 * len(methods))
+        figure(image_grid(grid, cols=len(methods)),
+               "Rows: the photos. Columns: " + ", ".join(m for m, _ in methods), width=180 * len(methods))
         + "<p>Deletion (lower is better) and insertion (higher is better) AUC, Petsiuk et al. 2018, "
         "224 steps, mean over the four photos:</p>"
         + table(["method", "deletion AUC", "insertion AUC"], rows)
@@ -169,19 +173,19 @@ def receptive_field_section(ctx: DemoContext) -> Section:
     names = list(ctx.photos)
     images = np.concatenate([ctx.photos[n] for n in names])
     fields = rf.theoretical(model)
-    acts = jax.jit(lambda p, x: {n: model.apply(p, x)[n].max(axis=(1, 2)) for n in layers})(model.params, images)
     # Quick: the most active unit of each stage on the first photo, 16-pixel occluders on a
-    # 16-pixel grid. Full: the published 11x11 occluders on a stride-3 grid, all photos.
+    # 16-pixel grid, gradients over two photos. Full: the published 11x11 occluders on a
+    # stride-3 grid, each unit's top four photos, gradients over all four.
     candidates = images if ctx.full else images[:1]
-    units = [int(np.argmax(np.asarray(acts[n])[: len(candidates)].max(axis=0))) for n in layers]
     patch, stride = (11, 3) if ctx.full else (16, 16)
-    emp = rf.empirical(model, layers, units, candidates, top_k=len(candidates), patch=patch, stride=stride)
-    eff = rf.effective(model, layers, images)
+    emp = rf.empirical(model, layers, None, candidates, top_k=len(candidates), patch=patch, stride=stride)
+    grad_images = images if ctx.full else images[:2]
+    eff = rf.effective(model, layers, grad_images)
     rows, theo_sizes = [], []
-    for name, unit, e, g in zip(layers, units, emp, eff):
+    for name, e, g in zip(layers, emp, eff):
         f = fields[name]
         theo_sizes.append(f.size[0])
-        rows.append((name, f"{f.size[0]}", spec.layer(name).receptive_field or "", f.stride[0], unit,
+        rows.append((name, f"{f.size[0]}", spec.layer(name).receptive_field or "", f.stride[0], e.unit,
                      f"{e.size:.1f}", f"{g.size:.1f}", f"{e.size / f.size[0]:.2f}"))  # fmt: skip
     plot = line_plot(
         {"theoretical": theo_sizes, "empirical": [e.size for e in emp], "effective": [g.size for g in eff]},
@@ -190,9 +194,11 @@ def receptive_field_section(ctx: DemoContext) -> Section:
     )  # fmt: skip
     rf_maps = np.stack([_crop_centre(heatmap(e.map), 224) for e in emp])
     seg_layer = "block_10" if "block_10" in layers else layers[-1]
-    seg_units = np.argsort(-np.asarray(acts[seg_layer])[2])[:4]  # the astronaut's most active units
-    seg = unit_segmentation(model, images[2:3], seg_layer, seg_units)
-    seg_img = segmentation_overlay(images[2], np.asarray(seg.masks[0]))
+    photo = names.index("astronaut.png") if "astronaut.png" in names else 0
+    all_units = np.arange(spec.layer(seg_layer).channels)
+    seg = unit_segmentation(model, images[photo : photo + 1], seg_layer, all_units)
+    seg_units = np.argsort(-np.asarray(seg.thresholds))[:4]  # the most active units on this photo
+    seg_img = segmentation_overlay(images[photo], np.asarray(seg.masks[0])[seg_units])
     settings = ("published settings: 11x11 occluders of random pixels on a stride-3 grid, each unit's "
                 f"top {len(candidates)} of the photos" if ctx.full else
                 "quick settings: 16x16 occluders on a 16-pixel grid, one photo (at the early stages the "
@@ -204,15 +210,15 @@ def receptive_field_section(ctx: DemoContext) -> Section:
         "through <code>perturb</code>), next to the spec's hand-derived value. <b>Empirical</b>: "
         f"Zhou et al. 2015's occlusion estimate for the stage's most active unit ({settings}). "
         "<b>Effective</b>: Luo et al. 2016, the input gradient of the centre position (all channels), "
-        "averaged over the four photos. Empirical and effective sizes are sides of the square with "
-        "the area where the map is at least half its maximum. As Zhou et al. found, the actual "
+        f"averaged over {len(grad_images)} photos. Empirical and effective sizes are sides of the square "
+        "with the area where the map is at least half its maximum. As Zhou et al. found, the actual "
         "field is much smaller than the theoretical one, more so the deeper the layer.</p>"
         + table(["layer", "theoretical (derived)", "hand-derived", "stride", "unit", "empirical",
                  "effective", "empirical / theoretical"], rows)  # fmt: skip
         + f"<div class=grid>{figure(plot, 'Sizes by stage', width=560)}"
         + figure(image_grid(rf_maps, cols=len(rf_maps)), "Empirical receptive fields, stages 1 to "
                  f"{len(layers)} (centred on the unit; the middle 224x224 of each canvas)", width=900)
-        + figure(seg_img, f"Unit segmentation of astronaut.png by units {', '.join(map(str, seg_units))} "
+        + figure(seg_img, f"Unit segmentation of {names[photo]} by units {', '.join(map(str, seg_units))} "
                  f"of {seg_layer} (activations at their fields' centres, thresholded at half the maximum)")
         + "</div>"
     )  # fmt: skip

@@ -12,9 +12,9 @@ __all__ = ["heat_colours", "heatmap", "overlay", "segmentation_overlay"]
 
 # A dark-to-bright scale (black, violet, red, orange, pale yellow): brightness rises
 # monotonically, so the map reads the same in greyscale. Anchors at 0, 0.25, 0.5, 0.75, 1.
-_ANCHORS = np.array(
-    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float32
-) / 255.0
+_ANCHORS = (
+    np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float32) / 255.0
+)
 
 # Distinct colours for segments of several units.
 _SEGMENT_COLOURS = np.array(

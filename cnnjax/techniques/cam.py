@@ -78,7 +78,9 @@ def class_array(spec: ModelSpec, classes, n: int) -> np.ndarray:
     if isinstance(classes, (str, int, np.integer)) and not isinstance(classes, bool):
         return np.full((n, 1), spec.class_index(classes), np.int32)
     if isinstance(classes, (list, tuple)) and any(isinstance(x, str) for x in classes):
-        return np.broadcast_to(np.asarray([spec.class_index(x) for x in classes], np.int32)[None], (n, len(classes)))
+        return np.broadcast_to(
+            np.asarray([spec.class_index(x) for x in classes], np.int32)[None], (n, len(classes))
+        )
     arr = np.asarray(classes)
     if arr.size == 0 or not (np.issubdtype(arr.dtype, np.integer) and arr.ndim in (1, 2)):
         raise ValueError(
@@ -89,8 +91,12 @@ def class_array(spec: ModelSpec, classes, n: int) -> np.ndarray:
         raise ValueError(f"classes has shape {arr.shape}: a 2-D array needs one row per image ({n} images)")
     bad = (arr < 0) | (arr >= c)
     if bad.any():
-        raise ValueError(f"class index {int(arr[bad].flat[0])} is out of range for {spec.name!r}: valid 0..{c - 1}")
-    return np.broadcast_to(arr.astype(np.int32)[None] if arr.ndim == 1 else arr.astype(np.int32), (n, arr.shape[-1]))
+        raise ValueError(
+            f"class index {int(arr[bad].flat[0])} is out of range for {spec.name!r}: valid 0..{c - 1}"
+        )
+    return np.broadcast_to(
+        arr.astype(np.int32)[None] if arr.ndim == 1 else arr.astype(np.int32), (n, arr.shape[-1])
+    )
 
 
 def baseline_image(spec: ModelSpec) -> np.ndarray:
@@ -126,7 +132,9 @@ def _interp_matrix(centres: np.ndarray, n_out: int) -> np.ndarray:
     return R
 
 
-def upsample_maps(maps, size: tuple[int, int], centres: tuple[Sequence[float], Sequence[float]] | None = None):
+def upsample_maps(
+    maps, size: tuple[int, int], centres: tuple[Sequence[float], Sequence[float]] | None = None
+):
     """Upsample maps ``[..., h, w]`` to ``[..., H, W]`` by linear interpolation.
 
     ``out[Y, X] = sum_{y, x} R_y[Y, y] m[y, x] R_x[X, x]`` where ``R`` interpolates linearly
@@ -152,7 +160,9 @@ def upsample_maps(maps, size: tuple[int, int], centres: tuple[Sequence[float], S
         centres = ((np.arange(h) + 0.5) * H / h - 0.5, (np.arange(w) + 0.5) * W / w - 0.5)
     ys, xs = (np.asarray(c, np.float64) for c in centres)
     if ys.shape != (h,) or xs.shape != (w,) or np.any(np.diff(ys) <= 0) or np.any(np.diff(xs) <= 0):
-        raise ValueError(f"centres must be increasing arrays of length {h} and {w}, got {ys.shape} and {xs.shape}")
+        raise ValueError(
+            f"centres must be increasing arrays of length {h} and {w}, got {ys.shape} and {xs.shape}"
+        )
     return _apply_interp(maps, jnp.asarray(_interp_matrix(ys, H)), jnp.asarray(_interp_matrix(xs, W)))
 
 
@@ -337,7 +347,9 @@ def cam(model: Model, images, classes=None, *, layer: str | None = None, upsampl
     idx = jnp.asarray(class_array(spec, classes, images.shape[0]))
     maps, error = _cam_maps(model.apply, model.params, images, head.weights, head.bias, idx, layer=head.layer)
     if is_concrete(error) and not float(error) < 1e-5:
-        raise ValueError(f"the CAM identity fails on these images for {spec.name!r} (relative error {float(error):.3g})")
+        raise ValueError(
+            f"the CAM identity fails on these images for {spec.name!r} (relative error {float(error):.3g})"
+        )
     return _finish(model, head.layer, maps, upsample)
 
 
@@ -386,11 +398,15 @@ def _gradient_method(method: str, model: Model, images, classes, layer, upsample
     layer = check_spatial_layer(spec, layer)
     idx = class_array(spec, classes, images.shape[0])
     chunk = _chunk(idx.shape[1], 4 * 3 * images.shape[0] * int(np.prod(spec.layer(layer).shape)))
-    maps = _gradient_maps(model.apply, model.params, images, jnp.asarray(idx), layer=layer, method=method, chunk=chunk)
+    maps = _gradient_maps(
+        model.apply, model.params, images, jnp.asarray(idx), layer=layer, method=method, chunk=chunk
+    )
     return _finish(model, layer, maps, upsample)
 
 
-def grad_cam(model: Model, images, classes=None, *, layer: str | None = None, upsample: bool = False) -> jax.Array:
+def grad_cam(
+    model: Model, images, classes=None, *, layer: str | None = None, upsample: bool = False
+) -> jax.Array:
     """Grad-CAM (Selvaraju et al., ICCV 2017) for any spatial layer of any model.
 
     ``alpha_k^c = (1 / Z) sum_{ij} dS_c / dA_k(i, j)``, ``L_c = ReLU(sum_k alpha_k^c A_k)``,
@@ -433,7 +449,9 @@ def grad_cam_plus_plus(model: Model, images, classes=None, *, layer: str | None 
     return _gradient_method("gradcam++", model, images, classes, layer, upsample)
 
 
-def layer_cam(model: Model, images, classes=None, *, layer: str | None = None, upsample: bool = False) -> jax.Array:
+def layer_cam(
+    model: Model, images, classes=None, *, layer: str | None = None, upsample: bool = False
+) -> jax.Array:
     """Layer-CAM (Jiang et al., IEEE TIP 2021): position-wise gradient weights.
 
     ``L_c(i, j) = ReLU(sum_k ReLU(dS_c / dA_k(i, j)) A_k(i, j))``; useful at earlier, finer

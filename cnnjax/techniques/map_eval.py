@@ -163,7 +163,9 @@ def pointing_game(maps, boxes=None, masks=None, *, tolerance: float = 15.0) -> n
         if b.shape == (n, 4):
             b = np.broadcast_to(b[:, None], (n, t, 4))
         if b.shape != (n, t, 4):
-            raise ValueError(f"boxes must be [n, 4] or [n, targets, 4] for maps {m.shape}, got {np.shape(boxes)}")
+            raise ValueError(
+                f"boxes must be [n, 4] or [n, targets, 4] for maps {m.shape}, got {np.shape(boxes)}"
+            )
         dy = np.maximum(np.maximum(b[..., 0] - py, py - (b[..., 2] - 1)), 0.0)
         dx = np.maximum(np.maximum(b[..., 1] - px, px - (b[..., 3] - 1)), 0.0)
         hits = np.hypot(dy, dx) <= tolerance
@@ -172,7 +174,9 @@ def pointing_game(maps, boxes=None, masks=None, *, tolerance: float = 15.0) -> n
         if k.shape == (n, H, W):
             k = np.broadcast_to(k[:, None], (n, t, H, W))
         if k.shape != (n, t, H, W):
-            raise ValueError(f"masks must be [n, H, W] or [n, targets, H, W] for maps {m.shape}, got {np.shape(masks)}")
+            raise ValueError(
+                f"masks must be [n, H, W] or [n, targets, H, W] for maps {m.shape}, got {np.shape(masks)}"
+            )
         yy, xx = np.mgrid[:H, :W]
         hits = np.zeros((n, t), bool)
         for i in range(n):

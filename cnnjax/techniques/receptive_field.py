@@ -49,6 +49,7 @@ __all__ = [
     "theoretical",
 ]
 
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ReceptiveField:
     """The theoretical receptive field of every position of one spatial layer, per axis.
@@ -100,9 +101,8 @@ class ReceptiveField:
 
 _CACHE: dict[object, dict[str, ReceptiveField]] = {}
 
-# Markers per probe on a layer's diagonal, this many positions apart: the footprints of
-# markers that far apart never touch for windows up to ~this size (checked; on failure the
-# spacing doubles, up to one marker per probe).
+# Lines marked per probe, this many apart: footprints that far apart do not touch for the
+# usual windows (checked; on any ambiguity every probe marks one line).
 _SPACING = 8
 # Input pixels probed directly, on the diagonal, for the end-to-end check.
 _DIRECT = 8
@@ -117,10 +117,11 @@ def theoretical(model: Model) -> dict[str, ReceptiveField]:
     +inf in another (NaN survives ``0 * NaN``, ReLU, ``clip`` and ReLU6; +inf survives
     max-pooling, where XLA's vectorised CPU max can drop a NaN) and a position depends on a
     line if either reaches it. Each probe marks every 8th line; their footprints are told
-    apart by their order (any ambiguity and the probes are redone with wider spacing, down to
-    one line per probe). Every position of ``M`` must depend on an interval of rows and of
-    columns of ``L`` (or, dilated, a set within one) that slides with one window ``k``,
-    stride ``s`` and padding ``p`` (checked exactly, at every position); composing the steps gives, in input pixels,
+    apart by their order (on any ambiguity, such as a dilated window's gaps, the probes are
+    redone with one line each). Every position of ``M`` must depend on an interval of rows
+    and of columns of ``L`` (or, dilated, a set within one) that slides with one window
+    ``k``, stride ``s`` and padding ``p`` (checked exactly, at every position); composing the
+    steps gives, in input pixels,
 
         jump_M = jump_L * s,   size_M = size_L + (k - 1) * jump_L,   start_M = start_L - p * jump_L
 
@@ -153,13 +154,11 @@ def theoretical(model: Model) -> dict[str, ReceptiveField]:
     """
     key = _cache_key(model)
     if key not in _CACHE:
-        spacing = _SPACING
-        while True:
-            try:
-                _CACHE[key] = _derive(model, spacing)
-                break
-            except _Crowded:
-                spacing *= 2  # at the widest layer's size every probe marks one line: exact
+        try:
+            fields = _derive(model, _SPACING)
+        except _Crowded:  # one line per probe: exact, and every footprint stands alone
+            fields = _derive(model, max(max(lay.shape[:2]) for lay in _spatial_layers(model)))
+        _CACHE[key] = fields
         if isinstance(key, int):
             weakref.finalize(model, _CACHE.pop, key, None)
     return _CACHE[key]
@@ -171,7 +170,13 @@ def _cache_key(model: Model):
     spec = model.spec
     sha = spec.weights.get("sha256") if spec.weights else None
     if sha:
-        return (spec.name, sha, spec.input_size, spec.channels, tuple((lay.name, lay.shape) for lay in spec.layers))
+        return (
+            spec.name,
+            sha,
+            spec.input_size,
+            spec.channels,
+            tuple((lay.name, lay.shape) for lay in spec.layers),
+        )
     return id(model)
 
 
@@ -224,13 +229,15 @@ def _axis_window(hit: np.ndarray, n_src: int, where: str) -> tuple[np.ndarray, n
         s = (deps[full[-1]][0] - deps[full[0]][0]) // (full[-1] - full[0])
     else:  # a small layer: any two positions whose dependencies are translates give the stride
         pairs = [(y1, y2) for y1 in range(n_dst) for y2 in range(y1 + 1, n_dst)
-                 if deps[y1].size == deps[y2].size and np.array_equal(np.diff(deps[y1]), np.diff(deps[y2]))]  # fmt: skip
+                 if np.array_equal(np.diff(deps[y1]), np.diff(deps[y2]))]  # fmt: skip
         if not pairs:
             raise ValueError(f"{where}: too few positions away from the border to find the stride")
         y1, y2 = pairs[0]
         s = (deps[y2][0] - deps[y1][0]) // (y2 - y1)
     if s < 1:
-        raise ValueError(f"{where}: the positions' dependencies do not move forward (stride {s}): not one sliding window")
+        raise ValueError(
+            f"{where}: the positions' dependencies do not move forward (stride {s}): not one sliding window"
+        )
     offsets = deps[full[0]] - s * full[0]
     lo, hi = np.array([d[0] for d in deps]), np.array([d[-1] for d in deps])
     for y, d in enumerate(deps):
@@ -258,7 +265,7 @@ def _attribute(seen: np.ndarray, probes: list[np.ndarray], n_src: int, axis: int
     position ``y`` of the next layer (along the axis) depends on line ``i``. Lines with no
     footprint (a border that a VALID window never reaches) are taken to be the last ones;
     any mistake in that shows up in the sliding-window check and the probes are redone with
-    wider spacing.
+    one line each.
     """
     n_dst = seen.shape[1 + axis]
     hit = np.zeros((n_src, n_dst), bool)
@@ -315,7 +322,7 @@ def _derive(model: Model, spacing: int) -> dict[str, ReceptiveField]:
     try:
         fields = _compose(layers, probes, seen, H, W)
     except ValueError:
-        if spacing < widest:  # perhaps an ambiguity of the multi-line probes: probe more finely
+        if spacing < widest:  # perhaps an ambiguity of the multi-line probes: one line each
             raise _Crowded from None
         raise
     _check_direct(fields, layers, {k: v[direct:] for k, v in seen.items()}, pixels)
@@ -385,7 +392,9 @@ def _unit_input_grads(apply, params, images, positions, *, layer):
     return jnp.sum(jnp.abs(grads), axis=(1, 4))  # [P, H, W]
 
 
-def gradient_support(model: Model, layer: str, positions: Sequence[tuple[int, int]], images=None) -> np.ndarray:
+def gradient_support(
+    model: Model, layer: str, positions: Sequence[tuple[int, int]], images=None
+) -> np.ndarray:
     """Input pixels with a non-zero gradient of the sum of a layer's channels at given positions.
 
     ``support[p, i, j] = sum over images and colours of |d sum_c a[y_p, x_p, c] / d x[i, j]| > 0``.
@@ -459,6 +468,7 @@ class EmpiricalRF(NamedTuple):
       peaks: int ``[K, 2]``: the position ``(y, x)`` of the unit's maximum in each image.
       activations: float ``[K]``: the unit's maximum in each image.
       copies: how many occluded copies were run in all.
+      unit: the channel measured (the most active one when none was given).
     """
 
     map: np.ndarray
@@ -469,20 +479,20 @@ class EmpiricalRF(NamedTuple):
     peaks: np.ndarray
     activations: np.ndarray
     copies: int
+    unit: int
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "layers"))
-def _unit_peaks(apply, params, images, units, *, layers):
-    """Each target's maximum over positions and where it is, per image: ``[n, U]``, ``[n, U, 2]``."""
+def _unit_peaks(apply, params, images, *, layers):
+    """Per layer, every channel's maximum over positions and where it is: ``[n, C]``, ``[n, C, 2]``."""
     acts = apply(params, images)
-    values, where = [], []
-    for u, layer in enumerate(layers):
-        a = acts[layer][..., units[u]]  # [n, h, w]
-        flat = a.reshape(a.shape[0], -1)
+    out = []
+    for layer in layers:
+        a = acts[layer]
+        flat = a.reshape(a.shape[0], -1, a.shape[-1])
         idx = jnp.argmax(flat, axis=1)
-        values.append(jnp.max(flat, axis=1))
-        where.append(jnp.stack([idx // a.shape[2], idx % a.shape[2]], axis=1))
-    return jnp.stack(values, axis=1), jnp.stack(where, axis=1)
+        out.append((jnp.max(flat, axis=1), jnp.stack([idx // a.shape[2], idx % a.shape[2]], axis=-1)))
+    return tuple(out)
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "layers", "patch", "batch"))
@@ -510,26 +520,29 @@ def _grid(n: int, patch: int, stride: int) -> np.ndarray:
     return np.arange(0, n - patch + 1, stride)
 
 
-def _targets(spec, layer, unit) -> tuple[list[str], list[int], bool]:
-    """``(layers, units, single)`` from one ``(layer, unit)`` or matching sequences."""
+def _targets(spec, layer, unit) -> tuple[list[str], list[int | None], bool]:
+    """``(layers, units, single)`` from one ``(layer, unit)`` or matching sequences (a unit of
+    None: the layer's most active channel)."""
     single = isinstance(layer, str)
     layers = [layer] if single else list(layer)
-    units = [unit] if single else list(unit)
-    if single and not isinstance(unit, (int, np.integer)):
+    units = [unit] * len(layers) if unit is None else ([unit] if single else list(unit))
+    if single and not (unit is None or isinstance(unit, (int, np.integer))):
         raise ValueError(f"with one layer, unit must be one channel index, got {unit!r}")
     if len(layers) != len(units) or not layers:
         raise ValueError(f"give one unit per layer: {len(layers)} layers, {len(units)} units")
     for lay, u in zip(layers, units):
         channels = spec.layer(check_spatial_layer(spec, lay)).channels
+        if u is None:
+            continue
         if isinstance(u, bool) or not isinstance(u, (int, np.integer)) or not 0 <= u < channels:
             raise ValueError(f"unit {u!r} is out of range for layer {lay!r}: valid 0..{channels - 1}")
-    return layers, [int(u) for u in units], single
+    return layers, [None if u is None else int(u) for u in units], single
 
 
 def empirical(
     model: Model,
     layer: str | Sequence[str],
-    unit: int | Sequence[int],
+    unit: int | Sequence[int] | None,
     images,
     *,
     top_k: int = 5,
@@ -565,7 +578,8 @@ def empirical(
 
     Args:
       model: a :class:`~cnnjax.Model`.
-      layer: a spatial layer, or a sequence of them; unit: a channel of it (one per layer).
+      layer: a spatial layer, or a sequence of them; unit: a channel of it (one per layer), or
+        None: each layer's channel with the largest activation over the images.
       images: candidate images ``[N, H, W, C]`` at the model's input size, in [0, 1].
       top_k: how many of each unit's top images to average (at most N).
       patch: occluder side in pixels (11 in the paper); stride: grid step (3 in the paper).
@@ -602,14 +616,21 @@ def empirical(
     key = jax.random.key(key) if isinstance(key, (int, np.integer)) else key
     fields = theoretical(model)
     rfs = [fields[lay] for lay in layers]
-    static_layers, unit_arr = tuple(layers), jnp.asarray(units, jnp.int32)
-
-    values, positions = [], []
-    for start in range(0, n, 16):
-        v, p = _unit_peaks(model.apply, model.params, images[start : start + 16], unit_arr, layers=static_layers)
-        values.append(np.asarray(v))
-        positions.append(np.asarray(p))
-    values, positions = np.concatenate(values), np.concatenate(positions)  # [n, U], [n, U, 2]
+    static_layers = tuple(layers)
+    chunks = [
+        _unit_peaks(model.apply, model.params, images[s : s + 16], layers=static_layers)
+        for s in range(0, n, 16)
+    ]
+    per_layer = [
+        tuple(np.concatenate([np.asarray(c[u][j]) for c in chunks]) for j in (0, 1))
+        for u in range(len(layers))
+    ]
+    units = [
+        int(np.argmax(v.max(axis=0))) if unit is None else unit for (v, _), unit in zip(per_layer, units)
+    ]
+    values = np.stack([v[:, unit] for (v, _), unit in zip(per_layer, units)], axis=1)  # [n, U]
+    positions = np.stack([p[:, unit] for (_, p), unit in zip(per_layer, units)], axis=1)  # [n, U, 2]
+    unit_arr = jnp.asarray(units, jnp.int32)
     order = [np.argsort(-values[:, u], kind="stable")[:top_k] for u in range(len(units))]
 
     tops_all, lefts_all = _grid(H, patch, stride), _grid(W, patch, stride)
@@ -619,8 +640,13 @@ def empirical(
     count = np.outer(row_cover.sum(0), col_cover.sum(0))
     # A fixed number of patches per image (padded), so every image reuses one compiled program.
     if restrict:
-        n_r = min(len(tops_all), sum(int(np.max(np.diff(f.rows, axis=1))) + patch for f in rfs) // stride + len(rfs))
-        n_c = min(len(lefts_all), sum(int(np.max(np.diff(f.cols, axis=1))) + patch for f in rfs) // stride + len(rfs))
+        n_r = min(
+            len(tops_all), sum(int(np.max(np.diff(f.rows, axis=1))) + patch for f in rfs) // stride + len(rfs)
+        )
+        n_c = min(
+            len(lefts_all),
+            sum(int(np.max(np.diff(f.cols, axis=1))) + patch for f in rfs) // stride + len(rfs),
+        )
     else:
         n_r, n_c = len(tops_all), len(lefts_all)
 
@@ -633,18 +659,25 @@ def empirical(
         mine = [u for u in range(len(units)) if i in order[u]]
         peaks = positions[i]  # [U, 2]
         if restrict:
-            r_idx = np.unique(np.concatenate([_overlapping(tops_all, patch, rfs[u].rows[peaks[u, 0]]) for u in mine]))
-            c_idx = np.unique(np.concatenate([_overlapping(lefts_all, patch, rfs[u].cols[peaks[u, 1]]) for u in mine]))
+            r_idx = np.unique(
+                np.concatenate([_overlapping(tops_all, patch, rfs[u].rows[peaks[u, 0]]) for u in mine])
+            )
+            c_idx = np.unique(
+                np.concatenate([_overlapping(lefts_all, patch, rfs[u].cols[peaks[u, 1]]) for u in mine])
+            )
         else:
             r_idx, c_idx = np.arange(len(tops_all)), np.arange(len(lefts_all))
         rr, cc = np.meshgrid(_pad_to(r_idx, n_r), _pad_to(c_idx, n_c), indexing="ij")
         valid = np.outer(np.arange(n_r) < len(r_idx), np.arange(n_c) < len(c_idx)).ravel()
         rr, cc = rr.ravel(), cc.ravel()
         image_key = jax.random.fold_in(key, i)
-        keys = jax.vmap(lambda g, k=image_key: jax.random.fold_in(k, g))(jnp.asarray(rr * len(lefts_all) + cc))
-        base, acts = _occlude(model.apply, model.params, images[i : i + 1], unit_arr, jnp.asarray(peaks, jnp.int32),
-                              jnp.asarray(tops_all[rr]), jnp.asarray(lefts_all[cc]), keys, layers=static_layers,
-                              patch=patch, batch=min(batch_size, len(rr)))  # fmt: skip
+        keys = jax.vmap(lambda g, k=image_key: jax.random.fold_in(k, g))(
+            jnp.asarray(rr * len(lefts_all) + cc)
+        )
+        base, acts = _occlude(model.apply, model.params, images[i : i + 1], unit_arr,
+                              jnp.asarray(peaks, jnp.int32), jnp.asarray(tops_all[rr]),
+                              jnp.asarray(lefts_all[cc]), keys, layers=static_layers, patch=patch,
+                              batch=min(batch_size, len(rr)))  # fmt: skip
         d = np.abs(np.asarray(acts, np.float64) - np.asarray(base, np.float64)[None]) * valid[:, None]
         for u in mine:
             total = np.einsum("j,jh,jw->hw", d[:, u], row_cover[rr], col_cover[cc])
@@ -668,6 +701,7 @@ def empirical(
             peaks=positions[order[u], u].astype(np.int64),
             activations=values[order[u], u],
             copies=copies[u],
+            unit=units[u],
         ))  # fmt: skip
     return results[0] if single else results
 
@@ -704,17 +738,17 @@ def _centre_grads(apply, params, images, positions, units, *, layers, all_channe
     """``[L, H, W]``: per layer, the mean over images of sum_colours |d unit / d image|.
 
     One backward pass for all layers: the batch holds one copy of the images per layer and
-    copy ``l`` is seeded at layer ``l`` only (examples in a batch are independent)."""
+    copy ``i`` is seeded at layer ``i`` only (examples in a batch are independent)."""
     n_layers, n = len(layers), images.shape[0]
     copies = jnp.broadcast_to(images[None], (n_layers, *images.shape))
 
     def total(xs):
         acts = apply(params, xs.reshape(n_layers * n, *images.shape[1:]))
         s = jnp.float32(0.0)
-        for l, layer in enumerate(layers):
-            a = acts[layer].reshape(n_layers, n, *acts[layer].shape[1:])[l]
-            v = jax.lax.dynamic_slice(a, (0, positions[l, 0], positions[l, 1], 0), (n, 1, 1, a.shape[-1]))
-            s = s + (jnp.sum(v) if all_channels else jnp.sum(jnp.take(v, units[l], axis=3)))
+        for i, layer in enumerate(layers):
+            a = acts[layer].reshape(n_layers, n, *acts[layer].shape[1:])[i]
+            v = jax.lax.dynamic_slice(a, (0, positions[i, 0], positions[i, 1], 0), (n, 1, 1, a.shape[-1]))
+            s = s + (jnp.sum(v) if all_channels else jnp.sum(jnp.take(v, units[i], axis=3)))
         return s
 
     g = jax.grad(total)(copies)
@@ -765,8 +799,14 @@ def effective(
     positions = []
     for lay, u in zip(layers, units):
         h, w, channels = spec.layer(check_spatial_layer(spec, lay)).shape
-        pos = (h // 2, w // 2) if position is None else tuple(int(v) for v in _check_positions(position, (h, w), lay)[0])
-        if u is not None and (isinstance(u, bool) or not isinstance(u, (int, np.integer)) or not 0 <= u < channels):
+        pos = (
+            (h // 2, w // 2)
+            if position is None
+            else tuple(int(v) for v in _check_positions(position, (h, w), lay)[0])
+        )
+        if u is not None and (
+            isinstance(u, bool) or not isinstance(u, (int, np.integer)) or not 0 <= u < channels
+        ):
             raise ValueError(f"unit {u!r} is out of range for layer {lay!r}: valid 0..{channels - 1}")
         positions.append(pos)
     all_channels = all(u is None for u in units)
@@ -776,5 +816,7 @@ def effective(
                       jnp.asarray([u or 0 for u in units], jnp.int32), layers=tuple(layers),
                       all_channels=all_channels)  # fmt: skip
     m = np.asarray(m)
-    results = [EffectiveRF(map=m[i], size=field_size(m[i]), position=positions[i]) for i in range(len(layers))]
+    results = [
+        EffectiveRF(map=m[i], size=field_size(m[i]), position=positions[i]) for i in range(len(layers))
+    ]
     return results[0] if single else results
