@@ -14,6 +14,11 @@ from cnnjax._src.testing import tiny_cnn
 DN = ("NHWC", "HWIO", "NHWC")
 
 
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_cnn()
+
+
 def _conv(x, w, stride=1, padding="SAME", dilation=1):
     return jax.lax.conv_general_dilated(x, w, (stride, stride), padding, rhs_dilation=(dilation, dilation),
                                         dimension_numbers=DN)  # fmt: skip
@@ -94,8 +99,8 @@ def test_theoretical_fields_of_a_hand_built_network():
     assert fields["d"].box(0, 0) == (0, 0, 15, 15)  # 27 pixels from -11, clipped at 0
 
 
-def test_theoretical_fields_of_tiny_cnn_and_fashionnet_match_their_recurrence():
-    tiny = rf.theoretical(tiny_cnn())
+def test_theoretical_fields_of_tiny_cnn_and_fashionnet_match_their_recurrence(tiny):
+    tiny = rf.theoretical(tiny)
     assert {k: v.size[0] for k, v in tiny.items()} == {"input": 1, "conv1": 3, "conv2": 5, "conv3": 9}
     assert {k: v.stride[0] for k, v in tiny.items()} == {"input": 1, "conv1": 1, "conv2": 2, "conv3": 2}
     # XLA SAME with stride 2 on an even size pads (0, 1): conv2's field starts at conv1's -1.
@@ -177,8 +182,8 @@ def test_restricting_to_the_theoretical_field_changes_nothing(support_net):
     assert a.copies < b.copies
 
 
-def test_empirical_several_units_at_once_equal_one_at_a_time():
-    model = tiny_cnn()
+def test_empirical_several_units_at_once_equal_one_at_a_time(tiny):
+    model = tiny
     images = jax.random.uniform(jax.random.key(3), (3, 32, 32, 3))
     both = rf.empirical(model, ["conv1", "conv3"], [2, None], images, top_k=2, patch=5, stride=4)
     alone = rf.empirical(model, "conv3", both[1].unit, images, top_k=2, patch=5, stride=4)
@@ -222,8 +227,8 @@ def test_field_size_is_the_side_of_the_half_maximum_area():
     assert rf.field_size(np.zeros((4, 4))) == 0.0
 
 
-def test_bad_input_is_refused_before_work():
-    model = tiny_cnn()
+def test_bad_input_is_refused_before_work(tiny):
+    model = tiny
     images = _images(2)
     images3 = jnp.repeat(images, 3, axis=-1)
     with pytest.raises(ValueError, match="no spatial extent"):
