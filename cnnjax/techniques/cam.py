@@ -103,8 +103,8 @@ def baseline_image(spec: ModelSpec) -> np.ndarray:
     """The [0, 1] image ``[1, 1, 1, c]`` the model maps to zero input (its mean colour): what
     masked and deleted pixels become."""
     mapping = spec.value_mapping
-    zeros = jnp.zeros((1, 1, 1, spec.channels), jnp.float32)
-    return np.clip(np.asarray(mapping.invert(zeros)), 0.0, 1.0)
+    mean = np.broadcast_to(np.asarray(mapping.mean, np.float32), (spec.channels,))  # model channel order
+    return np.clip(mean[::-1] if mapping.bgr else mean, 0.0, 1.0).reshape(1, 1, 1, -1)
 
 
 def _chunk(targets: int, per_target_bytes: int) -> int:

@@ -97,7 +97,7 @@ class ReceptiveField:
 
 
 # --------------------------------------------------------------------------------------------
-# Theoretical receptive fields by NaN probing
+# Theoretical receptive fields by probing with non-finite markers
 
 _CACHE: dict[object, dict[str, ReceptiveField]] = {}
 
@@ -118,8 +118,9 @@ def theoretical(model: Model) -> dict[str, ReceptiveField]:
     max-pooling (where XLA's vectorised CPU max can drop a NaN), channel-wise operations
     (pooling, depthwise convolutions) keep the two apart and mixing channels makes NaN, so a
     position depends on a line if either reaches it (a one-channel layer gets NaN only).
-    Each probe marks every 8th line; their footprints are told apart by their order (on any ambiguity, such as a dilated window's gaps, the probes are
-    redone with one line each). Every position of ``M`` must depend on an interval of rows
+    Each probe marks every 8th line; their footprints are told apart by their order (on any
+    ambiguity, such as a dilated window's gaps, the probes are redone with one line each).
+    Every position of ``M`` must depend on an interval of rows
     and of columns of ``L`` (or, dilated, a set within one) that slides with one window
     ``k``, stride ``s`` and padding ``p`` (checked exactly, at every position); composing the
     steps gives, in input pixels,
