@@ -174,21 +174,24 @@ def receptive_field_section(ctx: DemoContext) -> Section:
     images = np.concatenate([ctx.photos[n] for n in names])
     fields = rf.theoretical(model)
     # Quick: the most active unit of each stage on the first photo, 16-pixel occluders on a
-    # 16-pixel grid, gradients over two photos. Full: the published 11x11 occluders on a
-    # stride-3 grid, each unit's top four photos, gradients over all four.
+    # 16-pixel grid. Full: the published 11x11 occluders on a stride-3 grid, each unit's top
+    # four photos, and the effective fields (gradients over the four photos).
     candidates = images if ctx.full else images[:1]
     patch, stride = (11, 3) if ctx.full else (16, 16)
     emp = rf.empirical(model, layers, None, candidates, top_k=len(candidates), patch=patch, stride=stride)
-    grad_images = images if ctx.full else images[:2]
-    eff = rf.effective(model, layers, grad_images)
+    eff = rf.effective(model, layers, images) if ctx.full else [None] * len(layers)
     rows, theo_sizes = [], []
     for name, e, g in zip(layers, emp, eff):
         f = fields[name]
         theo_sizes.append(f.size[0])
+        effective = f"{g.size:.1f}" if g else "--full"
         rows.append((name, f"{f.size[0]}", spec.layer(name).receptive_field or "", f.stride[0], e.unit,
-                     f"{e.size:.1f}", f"{g.size:.1f}", f"{e.size / f.size[0]:.2f}"))  # fmt: skip
+                     f"{e.size:.1f}", effective, f"{e.size / f.size[0]:.2f}"))  # fmt: skip
+    series = {"theoretical": theo_sizes, "empirical": [e.size for e in emp]}
+    if ctx.full:
+        series["effective"] = [g.size for g in eff]
     plot = line_plot(
-        {"theoretical": theo_sizes, "empirical": [e.size for e in emp], "effective": [g.size for g in eff]},
+        series,
         x=list(range(1, len(layers) + 1)), title="receptive field size (pixels) by stage",
         xlabel="stage (last block)", size=(560, 300),
     )  # fmt: skip
@@ -209,10 +212,10 @@ def receptive_field_section(ctx: DemoContext) -> Section:
         "<code>cnnjax.receptive_field.theoretical</code> from the model itself (non-finite markers "
         "through <code>perturb</code>), next to the spec's hand-derived value. <b>Empirical</b>: "
         f"Zhou et al. 2015's occlusion estimate for the stage's most active unit ({settings}). "
-        "<b>Effective</b>: Luo et al. 2016, the input gradient of the centre position (all channels), "
-        f"averaged over {len(grad_images)} photos. Empirical and effective sizes are sides of the square "
-        "with the area where the map is at least half its maximum. As Zhou et al. found, the actual "
-        "field is much smaller than the theoretical one, more so the deeper the layer.</p>"
+        "<b>Effective</b> (with --full): Luo et al. 2016, the input gradient of the centre position "
+        "(all channels), averaged over the four photos. Empirical and effective sizes are sides of "
+        "the square with the area where the map is at least half its maximum. As Zhou et al. found, "
+        "the actual field is much smaller than the theoretical one, more so the deeper the layer.</p>"
         + table(["layer", "theoretical (derived)", "hand-derived", "stride", "unit", "empirical",
                  "effective", "empirical / theoretical"], rows)  # fmt: skip
         + f"<div class=grid>{figure(plot, 'Sizes by stage', width=560)}"

@@ -320,7 +320,8 @@ def _derive(model: Model, spacing: int) -> dict[str, ReceptiveField]:
     grids = {k: jnp.asarray(v) for k, v in grids.items()}
 
     channels = tuple(layer.shape[2] for layer in layers)
-    out = _probe_all(model.apply, model.params, _probe_image(model), grids, names=names, channels=channels, batch=8)
+    out = _probe_all(model.apply, model.params, _probe_image(model), grids, names=names, channels=channels,
+                     batch=8)  # fmt: skip
     seen = {k: np.asarray(v) for k, v in out.items()}
 
     try:
@@ -499,25 +500,29 @@ def _unit_peaks(apply, params, images, *, layers):
     return tuple(out)
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "layers", "patch", "batch"))
-def _occlude(apply, params, image, units, peaks, tops, lefts, keys, *, layers, patch, batch):
-    """Each target's activation at its peak for copies of ``image [1, H, W, C]`` with a patch of
-    uniform random pixels at each ``(tops[j], lefts[j])`` (``[J, U]``), and for the image itself."""
-    c = image.shape[-1]
+@functools.partial(jax.jit, static_argnames=("apply", "layers", "batch"))
+def _occlude(apply, params, image, units, peaks, tops, lefts, patches, *, layers, batch):
+    """Each target's activation at its peak for copies of ``image [1, H, W, C]`` with
+    ``patches[j]`` pasted at ``(tops[j], lefts[j])``: ``[J, U]``. (Copy 0 pastes the image's
+    own pixels back: the unoccluded reference, computed in the same batch, so an occluder the
+    unit cannot see changes nothing, to the last bit.)"""
 
-    def read(x):
-        acts = apply(params, x)
+    def one(args):
+        top, left, patch = args
+        acts = apply(params, jax.lax.dynamic_update_slice(image[0], patch, (top, left, 0))[None])
         return jnp.stack([
             jax.lax.dynamic_slice(acts[layer][0], (peaks[u, 0], peaks[u, 1], units[u]), (1, 1, 1))[0, 0, 0]
             for u, layer in enumerate(layers)
         ])  # fmt: skip
 
-    def one(args):
-        top, left, key = args
-        noise = jax.random.uniform(key, (patch, patch, c), jnp.float32)
-        return read(jax.lax.dynamic_update_slice(image[0], noise, (top, left, 0))[None])
+    return jax.lax.map(one, (tops, lefts, patches), batch_size=batch)
 
-    return read(image), jax.lax.map(one, (tops, lefts, keys), batch_size=batch)
+
+def _seed(key) -> list[int]:
+    """Integers seeding NumPy from an int or a JAX key."""
+    if isinstance(key, (int, np.integer)):
+        return [int(key)]
+    return [int(v) for v in np.asarray(jax.random.key_data(key)).ravel()]
 
 
 def _grid(n: int, patch: int, stride: int) -> np.ndarray:
@@ -574,8 +579,8 @@ def empirical(
     ``batch_size`` by ``lax.map``), and several units (of any layers: pass sequences) read
     the same copies. With ``restrict`` (default) only patches overlapping the units'
     theoretical fields are run: the others cannot change the units, so their discrepancy is
-    exactly zero and the result is the same (every patch's noise comes from its image and
-    grid position, so both ways draw the same pixels).
+    exactly zero and the result is the same (every patch's noise is drawn by NumPy from the
+    key, the image and the grid position, so both ways draw the same pixels).
 
     Cost: about ``(H / stride)^2`` copies per image for units whose field covers the image
     (5184 at 224x224, patch 11, stride 3, the published setting), each a forward pass.
@@ -587,7 +592,7 @@ def empirical(
       images: candidate images ``[N, H, W, C]`` at the model's input size, in [0, 1].
       top_k: how many of each unit's top images to average (at most N).
       patch: occluder side in pixels (11 in the paper); stride: grid step (3 in the paper).
-      key: seeds the random patches (an int or a JAX key).
+      key: seeds the random patches (an int or a JAX key; the same key, the same result).
       restrict: run only the patches that overlap the units' theoretical fields.
       batch_size: occluded copies per vmapped chunk.
       progress: show a progress bar over the images.
@@ -617,7 +622,8 @@ def empirical(
         raise ValueError(f"occlusion patch {patch}x{patch} is larger than the images ({H}x{W})")
     if top_k > n:
         raise ValueError(f"top_k={top_k} but only {n} images were given")
-    key = jax.random.key(key) if isinstance(key, (int, np.integer)) else key
+    seed = _seed(key)
+    images_np, c = np.asarray(images), images.shape[-1]
     fields = theoretical(model)
     rfs = [fields[lay] for lay in layers]
     static_layers = tuple(layers)
@@ -674,15 +680,18 @@ def empirical(
         rr, cc = np.meshgrid(_pad_to(r_idx, n_r), _pad_to(c_idx, n_c), indexing="ij")
         valid = np.outer(np.arange(n_r) < len(r_idx), np.arange(n_c) < len(c_idx)).ravel()
         rr, cc = rr.ravel(), cc.ravel()
-        image_key = jax.random.fold_in(key, i)
-        keys = jax.vmap(lambda g, k=image_key: jax.random.fold_in(k, g))(
-            jnp.asarray(rr * len(lefts_all) + cc)
-        )
-        base, acts = _occlude(model.apply, model.params, images[i : i + 1], unit_arr,
-                              jnp.asarray(peaks, jnp.int32), jnp.asarray(tops_all[rr]),
-                              jnp.asarray(lefts_all[cc]), keys, layers=static_layers, patch=patch,
-                              batch=min(batch_size, len(rr)))  # fmt: skip
-        d = np.abs(np.asarray(acts, np.float64) - np.asarray(base, np.float64)[None]) * valid[:, None]
+        # Every patch's noise comes from (key, image, grid position): restricting changes nothing.
+        patches = np.stack(
+            [images_np[i, :patch, :patch]]
+            + [np.random.default_rng(seed + [i, int(g)]).random((patch, patch, c), np.float32)
+               for g in rr * len(lefts_all) + cc]
+        )  # fmt: skip
+        acts = _occlude(model.apply, model.params, images[i : i + 1], unit_arr, jnp.asarray(peaks, jnp.int32),
+                        jnp.asarray(np.concatenate([[0], tops_all[rr]])),
+                        jnp.asarray(np.concatenate([[0], lefts_all[cc]])), jnp.asarray(patches),
+                        layers=static_layers, batch=min(batch_size, len(rr) + 1))  # fmt: skip
+        base, acts = np.asarray(acts[0], np.float64), np.asarray(acts[1:], np.float64)
+        d = np.abs(acts - base[None]) * valid[:, None]
         for u in mine:
             total = np.einsum("j,jh,jw->hw", d[:, u], row_cover[rr], col_cover[cc])
             dmap = np.where(count > 0, total / np.maximum(count, 1), 0.0)
