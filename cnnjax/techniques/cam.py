@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax._src.checks import is_concrete
+from cnnjax._src.chunks import chunked_map
 from cnnjax._src.contract import Model, ModelSpec
 
 __all__ = [
@@ -230,7 +231,7 @@ def _identify(apply, params, image, noise, *, layer, chunk):
     def row(e):
         return vjp(jnp.stack([e, jnp.zeros_like(e)]))[0][0].reshape(k)
 
-    weights = jax.lax.map(row, jnp.eye(n_classes, dtype=logits.dtype), batch_size=chunk).T  # [k, classes]
+    weights = chunked_map(row, jnp.eye(n_classes, dtype=logits.dtype), chunk).T  # [k, classes]
     mean_f = jnp.mean(f, axis=(1, 2))
     bias = logits[0] - mean_f[0] @ weights
     # At the noisy features the same W and b must give the logits (affine, not just locally),
@@ -388,7 +389,7 @@ def _gradient_maps(apply, params, images, classes, *, layer, method, chunk):
         (g,) = vjp(jax.nn.one_hot(cls, logits.shape[-1], dtype=logits.dtype))
         return _weighted(method, a, g)
 
-    maps = jax.lax.map(one, classes.T, batch_size=chunk)  # [t, n, h, w]
+    maps = chunked_map(one, classes.T, chunk)  # [t, n, h, w]
     return jnp.transpose(maps, (1, 0, 2, 3))
 
 
@@ -477,7 +478,7 @@ def _score_maps(apply, params, images, classes, ry, rx, baseline, *, layer, batc
         probs = jax.nn.softmax(apply(params, images * mask + baseline * (1.0 - mask))["logits"], axis=-1)
         return jnp.where(span[:, 0, 0, None] > 0, probs, 0.0)  # a constant channel carries no weight
 
-    probs = jax.lax.map(masked_probs, jnp.arange(a.shape[-1]), batch_size=batch)  # [k, n, classes]
+    probs = chunked_map(masked_probs, jnp.arange(a.shape[-1]), batch)  # [k, n, classes]
     weights = jnp.take_along_axis(jnp.transpose(probs, (1, 0, 2)), classes[:, None, :], axis=2)  # [n, k, t]
     return jax.nn.relu(jnp.einsum("nhwk,nkt->nthw", a, weights))
 

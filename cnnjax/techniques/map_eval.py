@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax._src.chunks import chunked_map
 from cnnjax._src.contract import Model
 from cnnjax.techniques.cam import baseline_image, class_array
 
@@ -59,7 +60,7 @@ def _curves(apply, params, images, maps, classes, start, *, steps, insert, batch
         p = jax.nn.softmax(apply(params, x)["logits"], axis=-1).reshape(n, t, -1)
         return jnp.take_along_axis(p, classes[..., None], axis=2)[..., 0]
 
-    curves = jnp.transpose(jax.lax.map(probs_at, counts, batch_size=batch), (1, 2, 0))
+    curves = jnp.transpose(chunked_map(probs_at, counts, batch), (1, 2, 0))
     fractions = counts.astype(jnp.float32) / hw
     auc = jnp.sum((curves[..., 1:] + curves[..., :-1]) * 0.5 * jnp.diff(fractions)[None, None], axis=-1)
     return auc, curves, fractions

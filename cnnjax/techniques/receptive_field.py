@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax._src.chunks import chunked_map
 from cnnjax._src.contract import Model
 from cnnjax.techniques.cam import check_spatial_layer
 
@@ -211,7 +212,7 @@ def _probe_all(apply, params, image, grids, *, names, channels, batch):
         acts = apply(params, image, perturb=perturb)
         return {n: jnp.any(~jnp.isfinite(acts[n][0]), axis=-1) for n in names}
 
-    return jax.lax.map(one, grids, batch_size=batch)
+    return chunked_map(one, grids, batch)
 
 
 def _diagonal(h: int, w: int, indices: Iterable[int]) -> np.ndarray:
@@ -515,7 +516,7 @@ def _occlude(apply, params, image, units, peaks, tops, lefts, patches, *, layers
             for u, layer in enumerate(layers)
         ])  # fmt: skip
 
-    return jax.lax.map(one, (tops, lefts, patches), batch_size=batch)
+    return chunked_map(one, (tops, lefts, patches), batch)
 
 
 def _seed(key) -> list[int]:
