@@ -11,6 +11,8 @@
     cnnjax fool --classes NAME... [--method gradient|evolution] [--out FILE]
     cnnjax attack IMAGE --method fgsm|fgm|bim|pgd|lbfgs|cw [--eps 2/255] [--target CLASS]
     cnnjax demo --out DIR [--full]
+    cnnjax cam IMAGE [--class C | --top-k K] [--method cam|gradcam|gradcam++|scorecam|layercam]
+    cnnjax rf --layer L [--unit U --images DIR]
 
 Bad arguments print a usage message and exit with status 2; a bad file or value exits with
 status 1 and a one-line message (never a traceback).
@@ -334,6 +336,110 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+_CAM_METHODS = ("cam", "gradcam", "gradcam++", "scorecam", "layercam")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _load_for(spec, path):
+    """One image file as a batch for the model (greyscale models get the mean of R, G, B)."""
+    from cnnjax._src.image_io import load_image
+
+    x = load_image(path, spec.input_size, resize=spec.resize_size)
+    return x.mean(axis=-1, keepdims=True) if spec.channels == 1 else x
+
+
+def _cmd_cam(args) -> int:
+    import numpy as np
+
+    from cnnjax._src.image_io import image_grid, save_image
+    from cnnjax.models.zoo import load_model
+    from cnnjax.report.overlay import overlay
+    from cnnjax.techniques import cam as cams
+    from cnnjax.techniques.classify import classify
+
+    model = load_model(args.model)
+    spec = model.spec
+    image = _load_for(spec, args.image)  # the file is checked before any model work
+    layer = cams.check_spatial_layer(spec, args.layer)
+    chosen = spec.class_index(args.cls) if args.cls is not None else None
+    probs, idx = classify(model, image, k=spec.num_classes)
+    probs, idx = np.asarray(probs)[0], np.asarray(idx)[0]
+    classes = [chosen] if chosen is not None else [int(c) for c in idx[: min(args.top_k, spec.num_classes)]]
+    method = {"cam": cams.cam, "gradcam": cams.grad_cam, "gradcam++": cams.grad_cam_plus_plus,
+              "scorecam": cams.score_cam, "layercam": cams.layer_cam}[args.method]  # fmt: skip
+    if args.method == "scorecam":
+        n = spec.layer(layer).channels
+        print(f"score-cam: {n} masked forward passes at {layer!r}, in one compiled call", file=sys.stderr)
+    maps = np.asarray(method(model, image, [classes], layer=layer, upsample=True))[0]
+    p_of = dict(zip(idx.tolist(), probs.tolist()))
+    print(f"{args.image}  ({args.method} at {layer!r})")
+    tiles = []
+    for c, m in zip(classes, maps):
+        y, x = np.unravel_index(int(np.argmax(m)), m.shape)
+        print(f"  {p_of[c]:7.2%}  {spec.class_name(c)} ({c})  peak at (y={y}, x={x})")
+        tiles.append(overlay(image[0], m))
+    out = args.out or Path(f"{Path(args.image).stem}_{args.method.replace('+', 'p')}.png")
+    save_image(out, image_grid(np.stack(tiles), cols=min(4, len(tiles))))
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_rf(args) -> int:
+    import numpy as np
+
+    from cnnjax._src.image_io import load_images, save_image
+    from cnnjax._src.samples import sample_photos
+    from cnnjax.models.zoo import load_model
+    from cnnjax.report.overlay import heatmap
+    from cnnjax.techniques import receptive_field as rf
+    from cnnjax.techniques.cam import check_spatial_layer
+
+    model = load_model(args.model)
+    spec = model.spec
+    layer = check_spatial_layer(spec, args.layer)
+    images = None
+    if args.unit is not None:
+        channels = spec.layer(layer).channels
+        if args.unit >= channels:
+            raise ValueError(f"unit {args.unit} is out of range for layer {layer!r}: valid 0..{channels - 1}")
+        if args.images is not None:
+            if not args.images.is_dir():
+                raise FileNotFoundError(f"--images {args.images} is not a folder")
+            files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+            if not files:
+                raise ValueError(f"no image files ({', '.join(_IMAGE_SUFFIXES)}) in {args.images}")
+            images = load_images(files, spec.input_size, resize=spec.resize_size)
+        else:
+            images = np.concatenate(list(sample_photos(spec.input_size[0], spec.resize_size).values()))
+        if spec.channels == 1:
+            images = images.mean(axis=-1, keepdims=True)
+        if args.patch > min(spec.input_size):
+            h, w = spec.input_size
+            raise ValueError(f"occlusion patch {args.patch}x{args.patch} is larger than the images ({h}x{w})")
+    field = rf.theoretical(model)[layer]
+    (cy, cx), (h, w) = field.centres, field.shape
+    hand = spec.layer(layer).receptive_field
+    print(f"{spec.name} {layer} ({h}x{w} positions): theoretical receptive field "
+          f"{field.size[0]}x{field.size[1]} pixels, stride {field.stride[0]}x{field.stride[1]}, padding "
+          f"{field.padding[0]} top / {field.padding[1]} left"
+          + (f" (the spec's hand-derived size: {hand})" if hand else ""))  # fmt: skip
+    print(f"  position (0, 0): centre ({cy[0]:g}, {cx[0]:g}), pixels {field.box(0, 0)}; "
+          f"position ({h - 1}, {w - 1}): centre ({cy[-1]:g}, {cx[-1]:g}), pixels {field.box(h - 1, w - 1)}")
+    if images is None:
+        return 0
+    k = min(args.top_k, len(images))
+    emp = rf.empirical(model, layer, args.unit, images, top_k=k, patch=args.patch, stride=args.stride,
+                       progress=not args.quiet)  # fmt: skip
+    eff = rf.effective(model, layer, images, unit=args.unit)
+    print(f"  unit {args.unit}: empirical receptive field {emp.size:.1f} px (occlusion, top {k} of "
+          f"{len(images)} images, {emp.copies} occluded copies); effective {eff.size:.1f} px (gradient at "
+          f"position {eff.position}); theoretical {field.size[0]} px")  # fmt: skip
+    out = args.out or Path(f"rf_{layer}_{args.unit}.png")
+    save_image(out, heatmap(emp.map))
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnjax", description="Train CNNs and understand what they learned.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -452,6 +558,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="published settings (slower)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_demo)
+
+    p = sub.add_parser("cam", help="class activation maps of an image, as a heat-map overlay")
+    p.add_argument("image", metavar="IMAGE", help="an image file")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--class", dest="cls", default=None, metavar="C", help="a class index or name")
+    which.add_argument("--top-k", type=_positive_int, default=1, metavar="K", help="the top K classes (1)")
+    p.add_argument("--method", choices=_CAM_METHODS, default="cam", help="cam (default), gradcam, ...")
+    p.add_argument("--layer", default=None, help="the feature layer (default: the last spatial one)")
+    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    p.add_argument("--out", type=Path, default=None, help="the PNG to write (IMAGE_METHOD.png)")
+    p.set_defaults(run=_cmd_cam)
+
+    p = sub.add_parser("rf", help="receptive fields of a layer: theoretical, and a unit's empirical one")
+    p.add_argument("--layer", required=True, help="a spatial layer")
+    p.add_argument("--unit", type=_non_negative_int, default=None, help="a channel: its empirical field")
+    p.add_argument("--images", type=Path, default=None, metavar="DIR", help="candidate images (samples)")
+    p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="images averaged (5)")
+    p.add_argument("--patch", type=_positive_int, default=11, help="occluder side in pixels (11)")
+    p.add_argument("--stride", type=_positive_int, default=3, help="occluder grid step (3)")
+    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    p.add_argument("--out", type=Path, default=None, help="the empirical field's PNG (rf_LAYER_UNIT.png)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_rf)
     return parser
 
 
@@ -487,6 +616,17 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number or a fraction (2/255), got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    """An argparse type: an int >= 0 (a channel index)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
     return value
 
 

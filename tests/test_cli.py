@@ -85,15 +85,17 @@ def test_demo_writes_a_self_contained_report(demo_report):
     html = demo_report.read_text()
     assert "<h2>Classification</h2>" in html and "<h2>The model</h2>" in html
     assert "<h2>Training</h2>" in html and "test accuracy" in html
-    # Four photos, the training curves, one figure each for activation maximisation, DeepDream,
-    # inversion and style transfer, the robustness curve and four adversarial figures, and two
-    # for fooling images.
-    assert html.count('src="data:image/png;base64,') == 16
-    titles = ("Activation maximisation", "DeepDream", "Inversion", "Style transfer", "Adversarial examples",
-              "Fooling images")  # fmt: skip
+    # Four photos and the training curves; four CAM overlays; the receptive-field plot, the
+    # empirical fields and a unit segmentation; one figure each for activation maximisation,
+    # DeepDream, inversion and style transfer; the robustness curve and four adversarial
+    # figures; and two for fooling images.
+    assert html.count('src="data:image/png;base64,') == 5 + 4 + 3 + 4 + 5 + 2
+    titles = ("Class activation maps", "Receptive fields", "Activation maximisation", "DeepDream",
+              "Inversion", "Style transfer", "Adversarial examples", "Fooling images")  # fmt: skip
     for title in titles:
         assert f"<h2>{title}</h2>" in html
     assert "accuracy under attack" in html
+    assert "851" in html  # derived theoretical size of the last block
     assert "espresso (967)" in html
     assert "block_15" in html
     assert not re.search(r'src="(?!data:)', html), "no external resources"
@@ -146,3 +148,67 @@ def test_synthesis_commands_write_their_pictures(capsys, tmp_path):
     assert code == 1 and "give --classes, or --layer with --channels" in err
     code, _, err = run(capsys, "visualize", "--layer", "conv5", "--channels", "999", "--model", "fashionnet")
     assert code == 1 and "it has 128 channels" in err
+
+
+def test_cam_command_writes_overlays(capsys, tmp_path):
+    out = tmp_path / "cam.png"
+    with resources.as_file(PHOTOS.joinpath("coffee.png")) as coffee:
+        code, stdout, err = run(capsys, "cam", str(coffee), "--model", "fashionnet", "--top-k", "2",
+                                "--method", "layercam", "--out", str(out))  # fmt: skip
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert "layercam at 'conv5'" in lines[0] and len(lines) == 4
+    assert re.match(r"\s+\d+\.\d\d%\s+.+ \(\d\)\s+peak at \(y=\d+, x=\d+\)", lines[1])
+    with Image.open(out) as written:
+        assert np.asarray(written).shape == (28, 28 * 2 + 2, 3)  # two 28x28 overlays side by side
+
+
+def test_rf_command_prints_theoretical_and_empirical_fields(capsys, tmp_path):
+    code, stdout, err = run(capsys, "rf", "--model", "fashionnet", "--layer", "conv5")
+    assert code == 0, err
+    assert "theoretical receptive field 24x24 pixels, stride 4x4" in stdout
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("coffee.png", "chelsea.png"):
+        with resources.as_file(PHOTOS.joinpath(name)) as photo:
+            (folder / name).write_bytes(photo.read_bytes())
+    out = tmp_path / "rf.png"
+    argv = ["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "5", "--images", str(folder),
+            "--top-k", "2", "--stride", "4", "--out", str(out), "--quiet"]  # fmt: skip
+    code, stdout, err = run(capsys, *argv)
+    assert code == 0, err
+    assert re.search(r"unit 5: empirical receptive field [\d.]+ px \(occlusion, top 2 of 2 images", stdout)
+    with Image.open(out) as written:
+        assert written.size == (55, 55)  # the re-centred canvas, 2 * 28 - 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["cam", "{coffee}", "--model", "fashionnet", "--class", "12"], "class index 12 is out of range"),
+        (["cam", "{coffee}", "--model", "fashionnet", "--layer", "pooled"], "no spatial extent"),
+        (["rf", "--model", "fashionnet", "--layer", "logits"], "no spatial extent"),
+        (["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "64"], "out of range"),
+        (["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "1", "--patch", "40"], "larger than"),
+        (["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "1", "--images", "/x"], "a folder"),
+    ],
+)
+def test_cam_and_rf_bad_input_one_line_exit_1(capsys, argv, message):
+    with resources.as_file(PHOTOS.joinpath("coffee.png")) as coffee:
+        code, out, err = run(capsys, *[a.format(coffee=coffee) for a in argv])
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["cam", "x.png", "--class", "3", "--top-k", "2"], "not allowed with argument"),
+        (["cam", "x.png", "--method", "saliency"], "invalid choice: 'saliency'"),
+        (["rf"], "the following arguments are required: --layer"),
+        (["rf", "--layer", "conv1", "--unit", "-1"], "expected a non-negative integer"),
+    ],
+)
+def test_cam_and_rf_bad_arguments_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from cnnjax._src.atomic import atomic_write_bytes
 from cnnjax._src.contract import Model
 from cnnjax._src.samples import sample_photos
+from cnnjax.report import localisation, synthesis
 from cnnjax.report.adversarial import adversarial_section
 from cnnjax.report.html import Report, Section, bars, figure, table
 from cnnjax.techniques.classify import classify
@@ -105,16 +106,13 @@ def training_section(ctx: DemoContext) -> Section:
     return Section("Training", body)
 
 
-def _technique_sections() -> list[Callable[[DemoContext], Section]]:
-    from cnnjax.report import synthesis
-
-    return [synthesis.visualize_section, synthesis.dream_section, synthesis.invert_section,
-            synthesis.style_section, adversarial_section, synthesis.fooling_section]  # fmt: skip
-
-
-#: The demo's sections, in order. Techniques append theirs here.
-SECTIONS: list[Callable[[DemoContext], Section]] = [classification_section, model_section, training_section,
-                                                    *_technique_sections()]  # fmt: skip
+#: The demo's sections, in order: training, localisation, synthesis, breaking CNNs.
+SECTIONS: list[Callable[[DemoContext], Section]] = [
+    classification_section, model_section, training_section,
+    localisation.cam_section, localisation.receptive_field_section,
+    synthesis.visualize_section, synthesis.dream_section, synthesis.invert_section, synthesis.style_section,
+    adversarial_section, synthesis.fooling_section,
+]  # fmt: skip
 
 
 def run_demo(
