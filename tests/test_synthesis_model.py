@@ -16,10 +16,10 @@ def test_class_visualisations_are_classified_as_their_class(demo_results):
 def test_inversion_reconstructs_early_layers_and_keeps_the_class_from_the_logits(demo_results):
     r = demo_results["invert"]
     error = dict(zip(r["layers"], r["error"]))
-    # Measured on this photo with these settings (README, "Inversion"): 0.0043 at stem, 0.109 at
-    # block_3; the bounds leave room for other machines' floating point.
-    assert error["stem"] < 0.01, error
-    assert error["block_3"] < 0.15, error
+    # Measured on this photo with the quick settings (128 px, 100 steps): 0.0287 at stem, 0.0963
+    # at block_3 (README, "Synthesis"); the bounds leave room for other machines' floating point.
+    assert error["stem"] < 0.05, error
+    assert error["block_3"] < 0.2, error
     assert (
         r["top1"][r["layers"].index("logits")]
         == r["photo_top1"]
@@ -29,8 +29,9 @@ def test_inversion_reconstructs_early_layers_and_keeps_the_class_from_the_logits
 
 def test_style_transfer_lowers_the_style_loss_and_keeps_the_content(demo_results):
     r = demo_results["style"]
-    # Measured with the quick settings: the style loss drops about 10x (README, "Style transfer").
-    assert r["style_loss"] < r["initial_style_loss"] / 5, r
+    # Measured with the quick settings (160 px, 100 steps): 0.2716 -> 0.0495, 5.5x (README,
+    # "Synthesis"); the published settings (224 px, 200 steps) reach about 10x.
+    assert r["style_loss"] < r["initial_style_loss"] / 4, r
     assert r["content_loss"] < 1.0, r  # relative to the content's own energy
 
 

@@ -117,7 +117,7 @@ def softmax_smoothing(features: jax.Array, temperature: float = 1.0) -> jax.Arra
     r"""Raise the entropy of peaky activations with a softmax (after Wang, Li & Vasconcelos,
     "Rethinking and Improving the Robustness of Image Style Transfer", CVPR 2021).
 
-    .. math:: \sigma(F)_{p,k} = C \cdot rac{\exp(F_{p,k} / (	au s))}{\sum_{j} \exp(F_{p,j} / (	au s))}
+    .. math:: \sigma(F)_{p,k} = C \cdot \frac{\exp(F_{p,k} / (\tau s))}{\sum_{j} \exp(F_{p,j} / (\tau s))}
 
     a softmax over the ``C`` channels at each position ``p``, with the temperature scaled by
     the standard deviation ``s`` of the example's whole feature map (so the transformation

@@ -46,17 +46,19 @@ CLASSES = (
     "espresso",
 )
 
+INVERT_LAYERS = ("stem", "block_3", "block_10", "logits")
+
 QUICK = {
     "visualize": {"steps": 32, "size": 128},
     "dream": {"photo": "chelsea.png", "max_side": 300, "layers": ("block_6",), "octaves": 3, "steps": 10},
-    "invert": {"photo": "coffee.png", "layers": ("stem", "block_3", "block_10", "logits"), "steps": 100},
+    "invert": {"photo": "coffee.png", "size": 128, "layers": INVERT_LAYERS, "steps": 100},
     "style": {"photo": "chelsea.png", "style": "ihc.png", "size": 160, "steps": 100},
-    "fool": {"size": 128, "steps": 30, "generations": 60, "evolved_classes": 4},
+    "fool": {"size": 128, "steps": 30, "generations": 0, "evolved_classes": 0},  # evolution: --full
 }
 FULL = {
     "visualize": {"steps": 512, "size": 128},
     "dream": {"photo": "chelsea.png", "max_side": 451, "layers": ("block_6",), "octaves": 4, "steps": 10},
-    "invert": {"photo": "coffee.png", "layers": ("stem", "block_3", "block_10", "logits"), "steps": 300},
+    "invert": {"photo": "coffee.png", "size": 224, "layers": INVERT_LAYERS, "steps": 300},
     "style": {"photo": "chelsea.png", "style": "ihc.png", "size": 224, "steps": 200},
     "fool": {"size": 224, "steps": 100, "generations": 1000, "evolved_classes": 10},
 }
@@ -128,7 +130,7 @@ def dream_section(ctx) -> Section:
 
 
 def photo_inversion(model, settings):
-    photo = sample_photos()[settings["photo"]]
+    photo = sample_photos(settings["size"], settings["size"])[settings["photo"]]
     return photo, invert(model, photo, settings["layers"], steps=settings["steps"])
 
 
@@ -211,32 +213,38 @@ def style_section(ctx) -> Section:
 def fooling_section(ctx) -> Section:
     s = _settings(ctx, "fool")
     grad = fooling_images(ctx.model, CLASSES, method="gradient", steps=s["steps"], size=s["size"])
-    evolved_classes = CLASSES[: s["evolved_classes"]]
-    evo = fooling_images(
-        ctx.model, evolved_classes, method="evolution", steps=s["generations"], size=s["size"]
-    )
-    g, e = np.asarray(grad.confidence), np.asarray(evo.confidence)
+    g = np.asarray(grad.confidence)
     ctx.results["fool"] = {
         **s,
         "classes": list(CLASSES),
-        "gradient_confidence": [round(float(c), 5) for c in g],
-        "evolved_classes": list(evolved_classes),
-        "evolution_confidence": [round(float(c), 5) for c in e],
+        "gradient_confidence": [round(float(q), 5) for q in g],
     }
     body = (
         f"<p>Fooling images (<code>cnnjax.attacks.fooling_images</code>, Nguyen et al. 2015): images no "
-        f"person would call a goldfish or a volcano that the model classifies as one. Top: gradient ascent "
+        f"person would call a goldfish or a volcano that the model classifies as one. Gradient ascent "
         f"on the log-probability from noise, {s['steps']} Adam steps in pixel space with no prior, "
-        f"{int(np.sum(g >= 0.99))} of {len(g)} at 99% confidence or more. Bottom: MAP-Elites with "
-        f"CPPN-encoded "
-        f"images (smooth patterns drawn by a small network of the pixel coordinates), {s['generations']} "
-        f"generations of 32 offspring, the evolution of all classes one compiled program; Nguyen et al. ran "
-        f"thousands of generations.</p>"
+        f"{int(np.sum(g >= 0.99))} of {len(g)} at 99% confidence or more.</p>"
         + figure(
             captioned_grid(grad.images, [f"{c} {q:.1%}" for c, q in zip(CLASSES, g)], cols=5),
             "Gradient ascent from noise",
             width=5 * s["size"] + 20,
         )
+    )
+    if not s["generations"]:
+        body += "<p>With <code>--full</code>: the classes evolved by MAP-Elites with CPPN-encoded images.</p>"
+        return Section("Fooling images", body)
+    evolved_classes = CLASSES[: s["evolved_classes"]]
+    evo = fooling_images(
+        ctx.model, evolved_classes, method="evolution", steps=s["generations"], size=s["size"]
+    )
+    e = np.asarray(evo.confidence)
+    ctx.results["fool"].update(
+        evolved_classes=list(evolved_classes), evolution_confidence=[round(float(c), 5) for c in e]
+    )
+    body += (
+        f"<p>MAP-Elites with CPPN-encoded images (smooth patterns drawn by a small network of the pixel "
+        f"coordinates), {s['generations']} generations of 32 offspring, the evolution of all classes one "
+        f"compiled program; Nguyen et al. ran thousands of generations.</p>"
         + figure(
             captioned_grid(
                 evo.images, [f"{c} {q:.1%}" for c, q in zip(evolved_classes, e)], cols=len(evolved_classes)
