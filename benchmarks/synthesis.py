@@ -6,9 +6,9 @@ per second.
 
 One JSON line per case: device, shapes, compile seconds and steady-state seconds (median)
 apart, throughput, achieved FLOP/s (XLA's count of the compiled program's loop body times the
-steps) and the fraction of this machine's matmul peak measured in the same run. The loop runs the one-target program
-(compiled once) for each target in turn: what a library without vmap over targets does at
-best.
+steps) and the fraction of this machine's matmul peak measured in the same run. The loop runs
+the one-target program (compiled once) for each target in turn: what a library without vmap
+over targets does at best.
 """
 
 from __future__ import annotations
