@@ -124,24 +124,30 @@ def test_demo_report_renders_in_a_headless_browser(demo_report, tmp_path):
     assert distinct > 5000, distinct
 
 
-def test_synthesis_commands_write_their_pictures(capsys, tmp_path):
-    """visualize, dream, invert, style and fool end to end, on the small FashionNet for speed."""
+SYNTHESIS_RUNS = {
+    "visualize": ["--classes", "Trouser", "Bag", "--steps", "4", "--size", "28"],
+    "dream": ["{coffee}", "--layers", "conv4", "--octaves", "2", "--steps", "2", "--max-size", "64"],
+    "invert": ["{coffee}", "--layers", "conv2", "logits", "--steps", "5"],
+    "style": ["{coffee}", "ihc", "--steps", "3", "--size", "32"],
+    "fool": ["--classes", "Sandal", "--steps", "5"],
+}
+
+
+@pytest.mark.parametrize("command", list(SYNTHESIS_RUNS))
+def test_synthesis_commands_write_their_pictures(capsys, tmp_path, command):
+    """visualize, dream, invert, style and fool end to end, on the small FashionNet for speed
+    (one test each, so the workers share them out)."""
+    out = tmp_path / f"{command}.png"
     with resources.as_file(PHOTOS.joinpath("coffee.png")) as coffee:
-        runs = [
-            (["visualize", "--classes", "Trouser", "Bag", "--steps", "4", "--size", "28"], "visualize.png"),
-            (["dream", str(coffee), "--layers", "conv4", "--octaves", "2", "--steps", "2",
-              "--max-size", "64"], "dream.png"),
-            (["invert", str(coffee), "--layers", "conv2", "logits", "--steps", "5"], "invert.png"),
-            (["style", str(coffee), "ihc", "--steps", "3", "--size", "32"], "style.png"),
-            (["fool", "--classes", "Sandal", "--steps", "5"], "fool.png"),
-        ]  # fmt: skip
-        for argv, name in runs:
-            out = tmp_path / name
-            code, stdout, err = run(capsys, *argv, "--model", "fashionnet", "--out", str(out))
-            assert code == 0, (argv, err)
-            assert f"wrote {out}" in stdout
-            with Image.open(out) as picture:
-                assert picture.size[0] >= 28
+        argv = [command, *(a.format(coffee=coffee) for a in SYNTHESIS_RUNS[command])]
+        code, stdout, err = run(capsys, *argv, "--model", "fashionnet", "--out", str(out))
+    assert code == 0, (argv, err)
+    assert f"wrote {out}" in stdout
+    with Image.open(out) as picture:
+        assert picture.size[0] >= 28
+
+
+def test_visualize_command_bad_input_one_line_exit_1(capsys):
     code, stdout, err = run(capsys, "visualize", "--classes", "Trowser", "--model", "fashionnet")
     assert code == 1 and "did you mean 'Trouser'" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "visualize", "--layer", "conv5", "--model", "fashionnet")
