@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from cnnjax.report.figures import rgb
 from cnnjax.report.html import Section
 
 if TYPE_CHECKING:
@@ -28,13 +29,7 @@ def _font(size: int):
 
 
 def _to_uint8_rgb(image: np.ndarray, scale: int) -> Image.Image:
-    arr = np.asarray(image, np.float32)
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
-        raise ValueError(f"an image for the figure must be [h, w, 1 or 3], got {np.shape(image)}")
-    if arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
+    arr = rgb(image, "an image for the figure")
     img = Image.fromarray(np.round(np.clip(arr, 0.0, 1.0) * 255).astype(np.uint8))
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)

@@ -10,7 +10,18 @@ from PIL import Image, ImageDraw, ImageFont
 
 from cnnjax._src.image_io import image_grid
 
-__all__ = ["captioned_grid"]
+__all__ = ["captioned_grid", "rgb"]
+
+
+def rgb(image, what: str = "image") -> np.ndarray:
+    """One image as float32 ``[h, w, 3]``: a leading batch of one is dropped and a grey
+    channel repeated; any other shape is refused, naming ``what``."""
+    arr = np.asarray(image, np.float32)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
+        raise ValueError(f"{what} must be [h, w, 1 or 3], got shape {np.shape(image)}")
+    return np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr
 
 
 def captioned_grid(

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from cnnjax.report.figures import rgb
+
 __all__ = ["heat_colours", "heatmap", "overlay", "segmentation_overlay"]
 
 # A dark-to-bright scale (black, violet, red, orange, pale yellow): brightness rises
@@ -63,13 +65,7 @@ def overlay(image, saliency, *, alpha: float = 0.5, mark_peak: bool = True) -> n
     Returns:
       float32 ``[H, W, 3]`` in [0, 1].
     """
-    img = np.asarray(image, np.float32)
-    if img.ndim == 4 and img.shape[0] == 1:
-        img = img[0]
-    if img.ndim != 3 or img.shape[-1] not in (1, 3):
-        raise ValueError(f"image must be [H, W, 3] or [H, W, 1], got shape {np.shape(image)}")
-    if img.shape[-1] == 1:
-        img = np.repeat(img, 3, axis=-1)
+    img = rgb(image)
     m = np.asarray(saliency, np.float32)
     if m.ndim != 2:
         raise ValueError(f"saliency must be [h, w], got shape {m.shape}")
