@@ -3,6 +3,7 @@
 Run as a script, it trains with checkpoints: ``python _training_task.py CKPT_DIR OUT.npz``.
 """
 
+import functools
 import sys
 
 import jax
@@ -26,6 +27,7 @@ def make_task(n=1200, size=12, seed=0):
     return images, labels
 
 
+@functools.cache  # one model object: every test reuses its compiled programs
 def tiny_cnn(seed=0):
     k1, k2 = jax.random.split(jax.random.key(seed))
     params = {
@@ -57,7 +59,7 @@ def run(checkpoint_dir, out_path):
     from cnnjax.training import fit, momentum_sgd
 
     train, val, _ = splits()
-    result = fit(tiny_cnn(), train, val, optimizer=momentum_sgd(0.05, 0.9), epochs=4, batch_size=8,
+    result = fit(tiny_cnn(), train, val, optimizer=momentum_sgd, learning_rate=0.05, epochs=4, batch_size=8,
                  key=3, checkpoint_dir=checkpoint_dir, steps_per_checkpoint=1, progress=False,
                  patience=None)  # fmt: skip
     leaves = [np.asarray(x) for x in jax.tree.leaves(result.last_params)]

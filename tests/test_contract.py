@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import cnnjax
-from cnnjax import LayerSpec, ModelSpec, Objective, ValueMapping, pytree_dataclass, static_field
+from cnnjax import LayerSpec, ModelSpec, Objective, ValueMapping
+from cnnjax.objectives import pytree_dataclass, static_field
 
 
 @pytree_dataclass

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnnjax._src.conv import patch_conv
-from cnnjax.models.efficientnet import _relu6
+from cnnjax.models._efficientnet import _relu6
 
 
 @pytest.mark.parametrize("stride, padding, hw", [(2, "SAME", 11), (2, "SAME", 12), (1, "SAME", 9),

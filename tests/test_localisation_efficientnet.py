@@ -8,7 +8,7 @@ import pytest
 
 import cnnjax
 from cnnjax import receptive_field as rf
-from cnnjax.models.efficientnet import EfficientNetLite0
+from cnnjax.models._efficientnet import EfficientNetLite0
 
 # Ground-truth boxes (top, left, bottom, right; bottom/right exclusive) in the 224x224 crops of
 # cnnjax.sample_photos(), measured by hand: each crop was drawn 3x enlarged with an 8-pixel grid
@@ -63,7 +63,7 @@ def test_derived_fields_match_the_architecture_and_the_gradient_support(model):
 def test_cam_identity_and_peaks_on_the_objects(model, photos):
     names, x = photos
     maps = cnnjax.cam(model, x)  # [4, 1000, 7, 7], one einsum
-    head = cnnjax.cam_head(model)
+    head = cnnjax.saliency.cam_head(model)
     assert head.layer == "head" and maps.shape == (4, 1000, 7, 7)
     logits = np.asarray(jax.jit(model.apply)(model.params, x)["logits"])
     recon = np.asarray(maps).mean(axis=(2, 3)) + np.asarray(head.bias)[None]
@@ -71,16 +71,16 @@ def test_cam_identity_and_peaks_on_the_objects(model, photos):
     np.testing.assert_allclose(head.weights, model.params["fc"]["kernel"][...], atol=1e-5)
 
     top = logits.argmax(axis=1)
-    at_centres = cnnjax.upsample_maps(
+    at_centres = cnnjax.saliency.upsample_maps(
         maps[np.arange(4), top][:, None], (224, 224), rf.theoretical(model)["head"].centres
     )  # what upsample=True does
     boxes = np.array([BOXES[n] for n in names])
-    assert cnnjax.pointing_game(at_centres, boxes).all()  # the usual 15-pixel tolerance
-    strict = cnnjax.pointing_game(at_centres, boxes, tolerance=0)[:, 0]
+    assert cnnjax.saliency.pointing_game(at_centres, boxes).all()  # the usual 15-pixel tolerance
+    strict = cnnjax.saliency.pointing_game(at_centres, boxes, tolerance=0)[:, 0]
     # The rocket's peak is 7 px left of the launcher (between it and the left tower).
     assert dict(zip(names, strict)) == {"chelsea.png": True, "coffee.png": True, "astronaut.png": True,
                                         "rocket.jpg": False}  # fmt: skip
     # Plain bilinear resizing ignores SAME padding's offset and moves every peak 15 px up-left:
     # the rocket's would miss by 22 px.
-    naive = cnnjax.upsample_maps(maps[np.arange(4), top][:, None], (224, 224))
-    assert not cnnjax.pointing_game(naive, boxes)[names.index("rocket.jpg"), 0]
+    naive = cnnjax.saliency.upsample_maps(maps[np.arange(4), top][:, None], (224, 224))
+    assert not cnnjax.saliency.pointing_game(naive, boxes)[names.index("rocket.jpg"), 0]

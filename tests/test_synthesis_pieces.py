@@ -11,7 +11,7 @@ from jax.scipy.ndimage import map_coordinates
 from jax.test_util import check_grads
 
 from cnnjax import losses, objectives, param, priors, transforms
-from cnnjax._src.testing import tiny_cnn
+from cnnjax.testing import tiny_cnn
 from cnnjax.transforms import _affine
 
 RNG = np.random.default_rng(0)

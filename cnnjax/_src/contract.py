@@ -321,7 +321,7 @@ class ModelSpec:
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise ValueError(_unknown("layer", name, self.layer_names, f"model {self.name!r}"))
+        raise ValueError(unknown_message("layer", name, self.layer_names, f"model {self.name!r}"))
 
     def check_layers(self, names: Sequence[str]) -> None:
         """Raise a ``ValueError`` naming the first unknown layer and listing the valid ones."""
@@ -381,7 +381,7 @@ class ModelSpec:
         return max([8] + strides)
 
 
-def _unknown(kind: str, name: str, valid: Sequence[str], where: str) -> str:
+def unknown_message(kind: str, name: str, valid: Sequence[str], where: str) -> str:
     close = difflib.get_close_matches(str(name), list(valid), n=3)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
     return f"unknown {kind} {name!r} for {where}.{hint} Valid {kind}s: {', '.join(valid)}"

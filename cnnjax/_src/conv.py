@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cnnjax._src.depthwise import _resolve_padding
+from cnnjax._src.depthwise import resolve_padding
 
 __all__ = ["patch_conv"]
 
@@ -36,7 +36,7 @@ def patch_conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding="SAME")
     kh, kw, cin, cout = kernel.shape
     if x.ndim != 4 or x.shape[-1] != cin:
         raise ValueError(f"x must be [n, h, w, {cin}] for kernel {kernel.shape}, got {x.shape}")
-    (pt, pb), (pl, pr) = _resolve_padding(padding, x.shape[1:3], (kh, kw), stride)
+    (pt, pb), (pl, pr) = resolve_padding(padding, x.shape[1:3], (kh, kw), stride)
     xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     n, hp, wp, _ = xp.shape
     ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1

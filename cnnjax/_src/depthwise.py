@@ -167,7 +167,7 @@ def _same_pads(size, k, s):
     return (total // 2, total - total // 2)
 
 
-def _resolve_padding(padding, hw, kernel_hw, stride):
+def resolve_padding(padding, hw, kernel_hw, stride):
     if isinstance(padding, str):
         if padding.upper() == "SAME":
             return tuple(_same_pads(d, k, stride) for d, k in zip(hw, kernel_hw))
@@ -262,7 +262,7 @@ def depthwise_conv(
     if impl not in _IMPLS:
         raise ValueError(f"impl must be one of {_IMPLS}; got {impl!r}")
     kernel_hw = kernel.shape[:2]
-    pads = _resolve_padding(padding, x.shape[1:3], kernel_hw, s)
+    pads = resolve_padding(padding, x.shape[1:3], kernel_hw, s)
     if min(_out_hw(x.shape[1:3], kernel_hw, s, pads)) < 1:
         raise ValueError(f"padded input {x.shape[1:3]} + {pads} is smaller than kernel {kernel_hw}")
     if impl == "auto":

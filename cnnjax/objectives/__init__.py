@@ -10,6 +10,8 @@ and run under one ``jax.vmap``, and new targets never recompile. They combine wi
     obj = objectives.class_logit("espresso") - 1e-3 * objectives.total_variation()
 
 Index ranges and class names are checked against the model (``resolve``) before any work.
+Your own objective is a subclass of :class:`Objective` decorated with :func:`pytree_dataclass`
+(layer names as :func:`static_field`), with ``__call__(acts)`` and ``layers()``.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax._src.contract import ModelSpec, Objective, pytree_dataclass, static_field
-from cnnjax.losses import features as _features
-from cnnjax.losses import image as _image
+from cnnjax import losses as _losses
 
 __all__ = [
     "Objective",
+    "pytree_dataclass",
+    "static_field",
     "neuron",
     "channel",
     "class_logit",
@@ -262,7 +265,7 @@ class Diversity(Objective):
         return self
 
     def __call__(self, acts):
-        g = _features.gram(acts[self.layer])
+        g = _losses.gram(acts[self.layer])
         g = g.reshape(g.shape[0], -1)
         g = g / jnp.maximum(jnp.linalg.norm(g, axis=1, keepdims=True), 1e-12)
         sim = g @ g.T
@@ -292,7 +295,7 @@ class TotalVariation(Objective):
         return ("input",)
 
     def __call__(self, acts):
-        return _image.total_variation(acts["input"], self.beta)
+        return _losses.total_variation(acts["input"], self.beta)
 
 
 def total_variation(beta: float = 2.0) -> Objective:
@@ -313,7 +316,7 @@ class AlphaNorm(Objective):
         return ("input",)
 
     def __call__(self, acts):
-        return _image.alpha_norm(acts["input"], self.alpha)
+        return _losses.alpha_norm(acts["input"], self.alpha)
 
 
 def alpha_norm(alpha: float = 6.0) -> Objective:

@@ -1,11 +1,13 @@
-"""Random image transforms ``(key, images) -> images`` for transformation robustness.
+"""Random image transforms ``(key, images) -> images``: transformation robustness and augmentation.
 
 Optimising an image through random jitter, scaling and rotation keeps it from exploiting
 pixel-exact patterns that only work at one alignment (Mordvintsev et al. 2015; Olah et al.,
-"Feature Visualization", Distill 2017). Every transform takes an explicit key and draws one
-random setting per call, so under ``jax.vmap`` over keys every element of a batch gets its
-own. Factories are cached on their arguments: the same settings return the same function, so
-techniques jitted over them compile once.
+"Feature Visualization", Distill 2017); training on randomly cropped and flipped images is the
+same idea for the weights. Every transform takes an explicit key and draws one random setting
+per call, so under ``jax.vmap`` over keys every element of a batch gets its own, and
+:func:`per_image` gives every image of a batch its own draw (what training augmentation wants:
+:func:`augmentation`). Factories are cached on their arguments: the same settings return the
+same function, so techniques jitted over them compile once.
 
 Example::
 
@@ -28,14 +30,19 @@ from cnnjax._src.contract import Transform
 from cnnjax._src.depthwise import depthwise_conv
 
 __all__ = [
-    "pad",
-    "jitter",
-    "roll",
-    "random_scale",
-    "random_rotate",
-    "gaussian_blur",
+    "augmentation",
+    "blur",
     "compose",
+    "gaussian_blur",
     "gaussian_kernel",
+    "jitter",
+    "pad",
+    "per_image",
+    "random_crop",
+    "random_flip",
+    "random_rotate",
+    "random_scale",
+    "roll",
 ]
 
 
@@ -178,15 +185,25 @@ def gaussian_kernel(sigma: float, radius: int | None = None) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
-def blur(images: jax.Array, sigma: float) -> jax.Array:
-    """Separable Gaussian blur of NHWC images, reflecting at the borders."""
+def blur(images: jax.Array, sigma: float, *, radius: int | None = None, mode: str = "reflect") -> jax.Array:
+    """Separable Gaussian blur of NHWC images.
+
+    Args:
+      images: ``[n, h, w, c]``.
+      sigma: the Gaussian's standard deviation in pixels.
+      radius: the kernel's half-width (default ``ceil(3 sigma)``).
+      mode: how the borders are extended (a ``jnp.pad`` mode: ``"reflect"``, ``"edge"``...).
+
+    Returns:
+      The blurred images, same shape.
+    """
     _check_nhwc(images, "gaussian_blur")
-    k = jnp.asarray(gaussian_kernel(sigma))
+    k = jnp.asarray(gaussian_kernel(sigma, radius))
     r = (k.shape[0] - 1) // 2
     c = images.shape[-1]
-    if r >= min(images.shape[1:3]):
+    if mode == "reflect" and r >= min(images.shape[1:3]):
         raise ValueError(f"blur sigma {sigma} is too large for {images.shape[1]}x{images.shape[2]} images")
-    x = jnp.pad(images, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
+    x = jnp.pad(images, ((0, 0), (r, r), (r, r), (0, 0)), mode=mode)
     vertical = jnp.broadcast_to(k.reshape(-1, 1, 1, 1), (k.shape[0], 1, 1, c))
     horizontal = jnp.broadcast_to(k.reshape(1, -1, 1, 1), (1, k.shape[0], 1, c))
     x = depthwise_conv(x, vertical, 1, "VALID")
@@ -217,3 +234,55 @@ def compose(*transforms: Transform) -> Transform:
         return images
 
     return transform
+
+
+@functools.cache
+def random_flip() -> Transform:
+    """Flip left-right with probability 1/2 (one coin per call; see :func:`per_image`)."""
+
+    def transform(key, images):
+        _check_nhwc(images, "random_flip")
+        return jnp.where(jax.random.bernoulli(key), images[:, :, ::-1, :], images)
+
+    return transform
+
+
+@functools.cache
+def random_crop(width: int, mode: str = "constant", value: float = 0.0) -> Transform:
+    """Pad every side by ``width`` pixels, then crop back to the original size at a random
+    offset: random translations of up to ``width`` pixels, the standard CIFAR augmentation.
+    The padding is black by default (``mode`` and ``value`` as for :func:`pad`)."""
+    width = _nonneg_int(width, "random_crop width")
+    if width == 0:
+        return compose()
+    return compose(pad(width, mode, value), jitter(2 * width))
+
+
+@functools.cache
+def per_image(transform: Transform) -> Transform:
+    """``transform`` applied to each image of a batch with its own key (split from the one
+    given), instead of one random setting for the whole batch."""
+    if not callable(transform):
+        raise ValueError(f"per_image takes a transform (key, images) -> images, got {transform!r}")
+
+    def each(key, images):
+        _check_nhwc(images, "per_image")
+        keys = jax.random.split(key, images.shape[0])
+        return jax.vmap(lambda k, image: transform(k, image[None])[0])(keys, images)
+
+    return each
+
+
+@functools.cache
+def augmentation(flip: bool = True, crop_pad: int = 4) -> Transform:
+    """Training augmentation: a random crop after ``crop_pad`` pixels of black padding, then a
+    random left-right flip, each image with its own draw (:func:`per_image`). Pass it to
+    ``fit(..., augment=...)``.
+
+    Example:
+      >>> aug = augmentation(flip=True, crop_pad=2)
+      >>> aug(jax.random.key(0), jnp.zeros((4, 28, 28, 1))).shape
+      (4, 28, 28, 1)
+    """
+    steps = ([random_crop(_nonneg_int(crop_pad, "crop_pad"))] if crop_pad else []) + ([random_flip()] if flip else [])
+    return per_image(compose(*steps))
