@@ -22,15 +22,20 @@ from _common import device_info, emit, matmul_peak, time_jitted
 from flax import nnx
 
 import cnnjax
-from cnnjax.models._weights import load_checked
-from cnnjax.models.efficientnet import EfficientNetLite0
-from cnnjax.models.zoo import assign_tensors
+from cnnjax.models import EfficientNetLite0
 
 
 def build(impl: str) -> cnnjax.Model:
-    tensors, _ = load_checked("efficientnet_lite0")
-    module = assign_tensors(lambda: EfficientNetLite0(rngs=nnx.Rngs(0), depthwise_impl=impl), tensors, "w")
-    return cnnjax.from_nnx(module, spec=cnnjax.load_model().spec)
+    """The bundled EfficientNet-Lite0 with its depthwise layers computed by ``impl``.
+
+    The weights are the bundled model's (``load_model`` checks the file): its params are the
+    NNX state of an ``EfficientNetLite0``, which does not depend on ``depthwise_impl`` (a static
+    attribute), so they are merged into the structure of an abstract module built with ``impl``.
+    """
+    reference = cnnjax.load_model()
+    abstract = nnx.eval_shape(lambda: EfficientNetLite0(rngs=nnx.Rngs(0), depthwise_impl=impl))
+    graphdef, _ = nnx.split(abstract)
+    return cnnjax.from_nnx(nnx.merge(graphdef, reference.params), spec=reference.spec)
 
 
 def functions(model: cnnjax.Model):

@@ -162,6 +162,6 @@ def test_public_api_imports():
 
 
 def test_core_does_not_import_flax():
-    """DESIGN: the core never imports Flax; only the adapters and bundled modules do, lazily."""
+    """docs/design.md: the core never imports Flax; only the adapters and bundled modules do, lazily."""
     code = "import sys, cnnjax; assert 'flax' not in sys.modules, [m for m in sys.modules if 'flax' in m]"
     subprocess.run([sys.executable, "-c", code], check=True)

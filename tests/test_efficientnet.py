@@ -71,7 +71,7 @@ def test_sample_photos_get_their_classes(logits):
     assert top5["astronaut.png"][0] in HELMETS  # the helmet in the photo's corner
     assert top5["rocket.jpg"][0] in ROCKETS and ROCKETS <= set(top5["rocket.jpg"])
     p_espresso = jax.nn.softmax(logits["coffee.png"])[967]
-    assert 0.9 < p_espresso < 0.99  # about 0.95 per the reference facts in DESIGN.md
+    assert 0.9 < p_espresso < 0.99  # about 0.95 per the reference facts in docs/design.md
 
 
 def test_logits_equal_those_recorded_at_conversion(logits):

@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 from cnnjax._src.atomic import atomic_write_bytes
 from cnnjax._src.samples import sample_photos
 from cnnjax.models import classify, load_model, read_manifest
-from cnnjax.report import _localisation as localisation
-from cnnjax.report import _synthesis as synthesis
 from cnnjax.report._attacks import adversarial_section
+from cnnjax.report._localisation import cam_section, receptive_field_section
+from cnnjax.report._synthesis import dream_section, fooling_section, invert_section, style_section, visualize_section
 from cnnjax.report._context import DemoContext
 from cnnjax.report._html import Report, Section, bars, figure, table
 from cnnjax.report._plots import training_curves
@@ -94,9 +94,9 @@ def training_section(ctx: DemoContext) -> Section:
 #: The demo's sections, in order: training, localisation, synthesis, breaking CNNs.
 SECTIONS: list[Callable[[DemoContext], Section]] = [
     classification_section, model_section, training_section,
-    localisation.cam_section, localisation.receptive_field_section,
-    synthesis.visualize_section, synthesis.dream_section, synthesis.invert_section, synthesis.style_section,
-    adversarial_section, synthesis.fooling_section,
+    cam_section, receptive_field_section,
+    visualize_section, dream_section, invert_section, style_section,
+    adversarial_section, fooling_section,
 ]  # fmt: skip
 
 
