@@ -468,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_evaluate)
 
     p = sub.add_parser("visualize", help="images that maximise channels, neurons or classes (a PNG grid)")
-    p.add_argument("--layer", help="the layer of --channels (see cnnjax models --layers)")
+    p.add_argument("--layer", help="the layer of --units (see cnnjax models --layers)")
     p.add_argument("--units", type=_nonnegative_int, nargs="+", metavar="U", help="channel indices")
     p.add_argument("--neuron", action="store_true", help="the centre neuron of each unit, not its mean")
     p.add_argument("--classes", nargs="+", metavar="NAME", help="class names or indices (logits)")

@@ -53,6 +53,15 @@ def tiny_cnn(
     Returns:
       A :class:`~cnnjax.Model` (via :func:`cnnjax.from_function`); the same arguments give the
       same model object, so techniques compiled for it are reused.
+
+    Example:
+      >>> model = tiny_cnn()
+      >>> model.spec.layer_names
+      ('input', 'conv1', 'conv2', 'conv3', 'pooled', 'logits')
+      >>> model.spec.layer("conv2").shape, model.spec.layer("conv2").stride
+      ((16, 16, 16), 2)
+      >>> tiny_cnn() is model
+      True
     """
     # NumPy draws the weights: eager jax.random calls would compile one program per shape.
     rng = np.random.default_rng(seed)
@@ -61,12 +70,12 @@ def tiny_cnn(
     for i in range(3):
         cin, cout = widths[i], widths[i + 1]
         params[f"conv{i + 1}"] = {
-            "w": jnp.asarray(rng.normal(size=(3, 3, cin, cout)) * (2.0 / (9 * cin)) ** 0.5, jnp.float32),
-            "b": jnp.asarray(rng.normal(size=(cout,)) * 0.05, jnp.float32),
+            "w": jnp.asarray((rng.normal(size=(3, 3, cin, cout)) * (2.0 / (9 * cin)) ** 0.5).astype(np.float32)),
+            "b": jnp.asarray((rng.normal(size=(cout,)) * 0.05).astype(np.float32)),
         }
     params["dense"] = {
-        "w": jnp.asarray(rng.normal(size=(widths[-1], num_classes)) * (1.0 / widths[-1]) ** 0.5, jnp.float32),
-        "b": jnp.asarray(rng.normal(size=(num_classes,)) * 0.05, jnp.float32),
+        "w": jnp.asarray((rng.normal(size=(widths[-1], num_classes)) * (1.0 / widths[-1]) ** 0.5).astype(np.float32)),
+        "b": jnp.asarray((rng.normal(size=(num_classes,)) * 0.05).astype(np.float32)),
     }
 
     def forward(p, x, tap):
@@ -88,10 +97,13 @@ def tiny_cnn(
 
 
 class CompileCount:
-    """The number of XLA backend compilations seen inside :func:`count_compiles`."""
+    """The XLA backend compilations seen inside :func:`count_compiles`: ``n`` of them, and the
+    name of each compiled program in ``names`` (``"jit(_run)"``, ``"jit(convert_element_type)"``
+    for an eager operation...)."""
 
     def __init__(self):
         self.n = 0
+        self.names: list[str] = []
 
 
 _lock = threading.Lock()
@@ -104,18 +116,21 @@ def _listener(event: str, duration: float, **kwargs) -> None:
         with _lock:
             for counter in _active:
                 counter.n += 1
+                counter.names.append(str(kwargs.get("fun_name", "?")))
 
 
 @contextlib.contextmanager
 def count_compiles() -> Iterator[CompileCount]:
     """Count XLA compilations (of anything, eager operations included) inside the block.
 
-    Example::
-
-      run(targets_a)                       # compiles
-      with count_compiles() as c:
-          run(targets_b)                   # same shapes, new values
-      assert c.n == 0
+    Example:
+      >>> double = jax.jit(lambda x: 2 * x)
+      >>> a, b = np.ones(3, np.float32), np.full(3, 5.0, np.float32)  # NumPy: no device operation
+      >>> _ = double(a)  # compiles
+      >>> with count_compiles() as c:
+      ...     _ = double(b)  # same shape, new values
+      >>> c.n
+      0
     """
     global _registered
     with _lock:
@@ -150,6 +165,17 @@ def check_technique_contract(run, targets_a, targets_b, *, independent=True, ran
 
     Returns:
       The images of the first call (NumPy).
+
+    Example:
+      A stand-in technique: one noisy image per target, the target shifting its brightness.
+
+      >>> @jax.jit
+      ... def run(targets, key):
+      ...     noise = jax.random.normal(key, (len(targets), 8, 8, 3))
+      ...     return jax.nn.sigmoid(noise + targets.reshape(-1, 1, 1, 1))
+      >>> targets_a, targets_b = np.array([0.0, 1.0], np.float32), np.array([2.0, -1.0], np.float32)
+      >>> check_technique_contract(run, targets_a, targets_b).shape
+      (2, 8, 8, 3)
     """
     key0, key1 = jax.random.key(0), jax.random.key(1)
     n = len(jax.tree.leaves(targets_a)[0])

@@ -20,11 +20,14 @@ def test_patch_conv_equals_xla(stride, padding, hw):
         return jax.lax.conv_general_dilated(x, k, (stride, stride), padding,
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
 
-    y, y_ref = patch_conv(x, k, stride, padding), ref(x, k)
+    # Jitted: op by op, every slice and product would compile a program of its own.
+    y, y_ref = jax.jit(lambda x, k: (patch_conv(x, k, stride, padding), ref(x, k)))(x, k)
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
     g = jax.random.normal(kg, y.shape)
-    grads = jax.grad(lambda x, k: jnp.vdot(patch_conv(x, k, stride, padding), g), (0, 1))(x, k)
-    grads_ref = jax.grad(lambda x, k: jnp.vdot(ref(x, k), g), (0, 1))(x, k)
+    grads, grads_ref = jax.jit(lambda x, k: (
+        jax.grad(lambda x, k: jnp.vdot(patch_conv(x, k, stride, padding), g), (0, 1))(x, k),
+        jax.grad(lambda x, k: jnp.vdot(ref(x, k), g), (0, 1))(x, k),
+    ))(x, k)  # fmt: skip
     for a, b in zip(grads, grads_ref):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax._src.checks import check_images
+from cnnjax._src.checks import check_images, is_concrete
 
 __all__ = [
     "Activations",
@@ -78,11 +78,12 @@ class Parameterization(NamedTuple):
       init: ``init(key) -> latent``, a pytree the optimizer updates.
       to_image: ``to_image(latent) -> images`` in [0, 1], NHWC. Must be differentiable.
 
-    Example::
-
-      pixel = Parameterization(
-          init=lambda key: jax.random.normal(key, (1, 64, 64, 3)) * 0.01,
-          to_image=jax.nn.sigmoid)
+    Example:
+      >>> pixel = Parameterization(
+      ...     init=lambda key: jax.random.normal(key, (1, 64, 64, 3)) * 0.01,
+      ...     to_image=jax.nn.sigmoid)
+      >>> pixel.to_image(pixel.init(jax.random.key(0))).shape
+      (1, 64, 64, 3)
     """
 
     init: Callable[[jax.Array], Any]
@@ -124,13 +125,20 @@ class Objective:
     leaves, so a batch of objectives stacked with ``jax.tree.map(jnp.stack, ...)`` runs under
     one ``jax.vmap`` and one compilation.
 
-    They combine with ``+``, ``-``, unary ``-``, scalar ``*`` and Python's ``sum``::
-
-      obj = channel("block_5", 7) - 0.1 * channel("block_5", 3)
-      total = sum([obj_a, obj_b])
+    They combine with ``+``, ``-``, unary ``-``, scalar ``*`` and Python's ``sum``.
 
     Subclasses implement ``__call__`` and set ``layers`` (the layer names they read) so that
     techniques can check names before any work.
+
+    Example:
+      >>> from cnnjax.objectives import channel
+      >>> from cnnjax.testing import tiny_cnn
+      >>> obj = channel("conv3", 7) - 0.1 * channel("conv3", 3)
+      >>> total = sum([obj, channel("conv2", 0)])
+      >>> total.layers()
+      ('conv3', 'conv2')
+      >>> total(tiny_cnn()(np.full((2, 32, 32, 3), 0.5, np.float32))).shape  # one score per image
+      (2,)
     """
 
     def layers(self) -> tuple[str, ...]:
@@ -167,15 +175,16 @@ class Objective:
     def __sub__(self, other: Objective) -> Objective:
         if not isinstance(other, Objective):
             return NotImplemented
-        return Sum((self, Scaled(jnp.float32(-1.0), other)))
+        return Sum((self, Scaled(np.float32(-1.0), other)))
 
     def __neg__(self) -> Objective:
-        return Scaled(jnp.float32(-1.0), self)
+        return Scaled(np.float32(-1.0), self)
 
     def __mul__(self, scale: Any) -> Objective:
         if isinstance(scale, Objective):
             raise TypeError("objectives can be multiplied by scalars only, not by objectives")
-        scale = jnp.asarray(scale, jnp.float32)
+        # A host scalar stays on the host (no eager device operation); a traced one is kept.
+        scale = np.asarray(scale, np.float32) if is_concrete(scale) else jnp.asarray(scale, jnp.float32)
         if scale.ndim != 0:
             raise ValueError(f"an objective's scale must be a scalar, got shape {scale.shape}")
         return Scaled(scale, self)
@@ -231,8 +240,12 @@ class ValueMapping:
       std: per-channel divisor.
       bgr: whether the model expects channels in BGR order.
 
-    Example: EfficientNet-Lite expects ``(rgb_uint8 - 127) / 128``, i.e.
-    ``ValueMapping(mean=(127/255,)*3, std=(128/255,)*3)``.
+    Example:
+      EfficientNet-Lite expects ``(rgb_uint8 - 127) / 128``:
+
+      >>> mapping = ValueMapping(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+      >>> [round(float(v), 4) for v in mapping(jnp.zeros((1, 1, 1, 3)))[0, 0, 0]]
+      [-0.9922, -0.9922, -0.9922]
     """
 
     mean: tuple[float, ...] = (0.0,)
@@ -403,11 +416,14 @@ class Model:
     mode (dropout drawn from the explicit ``key``); training uses it, everything else uses
     ``apply`` (evaluation mode).
 
-    Example::
-
-      model = cnnjax.load_model("efficientnet_lite0")
-      acts = model.apply(model.params, images)
-      probs = jax.nn.softmax(acts["logits"])
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> model = tiny_cnn()
+      >>> acts = model.apply(model.params, np.full((2, 32, 32, 3), 0.5, np.float32))
+      >>> list(acts)
+      ['input', 'conv1', 'conv2', 'conv3', 'pooled', 'logits']
+      >>> jax.nn.softmax(acts["logits"]).shape
+      (2, 10)
     """
 
     apply: ApplyFn

@@ -21,7 +21,7 @@ def patch_conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding="SAME")
     """``lax.conv_general_dilated`` (NHWC, HWIO) computed as patches times a matrix.
 
     ``y[n, m, l] = sum_{i, j, c} xp[n, s*m + i, s*l + j, c] * kernel[i, j, c]`` with ``xp`` the
-    padded input; padding as in :func:`cnnjax.depthwise_conv` (TensorFlow SAME, VALID or
+    padded input; padding as in :func:`cnnjax.models.depthwise_conv` (TensorFlow SAME, VALID or
     explicit). Differentiable by JAX (slices, a concatenation and a dot).
 
     Args:

@@ -76,9 +76,14 @@ def load_image(
         is truncated or corrupted, or has too many pixels to decode safely.
 
     Example:
-      >>> batch = load_image("cat.jpg", 224, resize=256)  # doctest: +SKIP
-      >>> batch.shape, batch.dtype  # doctest: +SKIP
+      >>> import os, tempfile
+      >>> photo = np.random.default_rng(0).random((300, 400, 3))  # h x w, in [0, 1]
+      >>> path = save_image(os.path.join(tempfile.mkdtemp(), "photo.png"), photo)
+      >>> batch = load_image(path, 224, resize=256)
+      >>> batch.shape, batch.dtype
       ((1, 224, 224, 3), dtype('float32'))
+      >>> load_image(path).shape  # its own size
+      (1, 300, 400, 3)
     """
     target = _parse_size(size)
     if resize is not None:
@@ -137,8 +142,11 @@ def load_images(
       FileNotFoundError, IsADirectoryError, ValueError: as for ``load_image``.
 
     Example:
-      >>> batch = load_images(["a.jpg", "b.png"], 224, resize=256)  # doctest: +SKIP
-      >>> batch.shape  # doctest: +SKIP
+      >>> import os, tempfile
+      >>> folder, rng = tempfile.mkdtemp(), np.random.default_rng(0)
+      >>> paths = [save_image(os.path.join(folder, name), rng.random((300, 400, 3)))
+      ...          for name in ("a.jpg", "b.png")]
+      >>> load_images(paths, 224, resize=256).shape
       (2, 224, 224, 3)
     """
     if isinstance(paths, (str, bytes, os.PathLike)):
@@ -219,8 +227,11 @@ def save_image(path: str | os.PathLike[str], images: Any) -> Path:
         values.
 
     Example:
-      >>> save_image("out/grid.png", np.zeros((4, 32, 32, 3), np.float32))  # doctest: +SKIP
-      PosixPath('out/grid.png')
+      >>> import os, tempfile
+      >>> path = save_image(os.path.join(tempfile.mkdtemp(), "out", "grid.png"),
+      ...                   np.zeros((4, 32, 32, 3), np.float32))
+      >>> path.name, load_image(path).shape  # a 2 x 2 grid with a 2-pixel gutter
+      ('grid.png', (1, 66, 66, 3))
     """
     path = Path(path)
     fmt = _SAVE_FORMATS.get(path.suffix.lower())

@@ -17,9 +17,11 @@ target per image run in the same program, and new values never recompile.
 
 Example:
   >>> from cnnjax.testing import tiny_cnn
-  >>> adv = pgd(tiny_cnn(), np.full((2, 32, 32, 3), 0.5, np.float32), eps=[2 / 255, 8 / 255])
-  >>> adv.images.shape, bool(perturbation_norms(np.full((2, 32, 32, 3), 0.5), adv.images).linf.max() <= 8 / 255 + 1e-6)
-  ((2, 2, 32, 32, 3), True)
+  >>> images = np.full((2, 32, 32, 3), 0.5, np.float32)
+  >>> adv = pgd(tiny_cnn(), images, eps=[0, 2 / 255, 8 / 255], steps=5)  # a sweep: one program
+  >>> norms = perturbation_norms(images, adv.images)
+  >>> adv.images.shape, norms.linf.shape, bool(norms.linf.max() <= 8 / 255 + 1e-6)
+  ((3, 2, 32, 32, 3), (3, 2), True)
 """
 
 from cnnjax.attacks._common import AttackResult as AttackResult

@@ -46,8 +46,8 @@ class FoolingImagesResult(NamedTuple):
     Attributes:
       images: float32 ``[classes, h, w, c]`` in [0, 1], one per class.
       confidence: ``[classes]``, the model's probability for each image's class.
-      history: ``[classes, steps]``: the objective per step (gradient) or the champion's
-        probability per generation (evolution).
+      history: ``[classes, steps]``: the class's probability before each step (gradient) or
+        the champion's probability after each generation (evolution).
     """
 
     images: jax.Array
@@ -158,10 +158,11 @@ def fooling_images(
     Returns:
       :class:`FoolingImagesResult` ``(images, confidence, history)``.
 
-    Example::
-
-      fool = cnnjax.attacks.fooling_images(model, ["goldfish", "volcano"])
-      print(fool.confidence)   # both above 0.99
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> fool = fooling_images(tiny_cnn(), [3, 7], steps=8)
+      >>> fool.images.shape, fool.confidence.shape, fool.history.shape
+      ((2, 32, 32, 3), (2,), (2, 8))
     """
     spec = model.spec
     indices = class_indices(spec, classes).reshape(-1)

@@ -196,14 +196,18 @@ def pgd(
 
     Raises:
       ValueError: bad images, labels, targets or hyperparameters (before any work).
-      FloatingPointError: the run went non-finite.
+      DivergedError: the run went non-finite.
 
-    Example::
-
-      model = cnnjax.load_model()
-      cat = cnnjax.sample_photos()["chelsea.png"]
-      adv = pgd(model, cat, eps=2 / 255, steps=10)
-      adv.success, adv.predictions  # the cat is no longer a tiger cat
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> model, images = tiny_cnn(), np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
+      >>> adv = pgd(model, images, eps=[0, 2 / 255, 8 / 255], steps=5)  # away from the top-1
+      >>> adv.images.shape, adv.success.shape  # one row per epsilon
+      ((3, 2, 32, 32, 3), (3, 2))
+      >>> bool(np.abs(np.asarray(adv.images[2]) - images).max() <= 8 / 255 + 1e-6)
+      True
+      >>> bool(adv.success[0].any())  # eps = 0 changes nothing
+      False
 
     Reference: Madry, Makelov, Schmidt, Tsipras & Vladu (2018), "Towards Deep Learning Models
     Resistant to Adversarial Attacks", ICLR.
@@ -223,9 +227,12 @@ def bim(model: Model, images, labels=None, *, eps, targets=None, norm="inf", ste
     ``learning_rate`` ``eps / steps`` walks exactly to the ball's surface along a constant sign;
     Kurakin et al. used ``alpha = 1/255`` and ``min(255 eps + 4, 1.25 * 255 eps)`` steps.
 
-    Example::
-
-      adv = bim(model, images, labels, eps=4 / 255, steps=10)
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> model, images = tiny_cnn(), np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
+      >>> adv = bim(model, images, [3, 3], eps=[1 / 255, 2 / 255, 4 / 255], steps=5)  # away from class 3
+      >>> adv.predictions.shape, bool(np.abs(np.asarray(adv.images[2]) - images).max() <= 4 / 255 + 1e-6)
+      ((3, 2), True)
 
     Reference: Kurakin, Goodfellow & Bengio (2017), "Adversarial examples in the physical
     world", ICLR workshop.
@@ -253,9 +260,12 @@ def fgsm(model: Model, images, labels=None, *, eps, targets=None) -> AttackResul
     Returns:
       An :class:`AttackResult` (``steps`` is 1).
 
-    Example::
-
-      adv = fgsm(model, images, labels, eps=[1 / 255, 2 / 255, 4 / 255])  # images [3, n, h, w, c]
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> model, images = tiny_cnn(), np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
+      >>> adv = fgsm(model, images, eps=[1 / 255, 2 / 255, 4 / 255])  # one row per epsilon
+      >>> adv.images.shape, adv.steps.tolist()
+      ((3, 2, 32, 32, 3), [[1, 1], [1, 1], [1, 1]])
 
     Reference: Goodfellow, Shlens & Szegedy (2015), "Explaining and Harnessing Adversarial
     Examples", ICLR.
@@ -282,9 +292,13 @@ def fgm(model: Model, images, labels=None, *, eps, targets=None) -> AttackResult
     Returns:
       An :class:`AttackResult` (``steps`` is 1).
 
-    Example::
-
-      adv = fgm(model, images, labels, eps=0.5)
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> model, images = tiny_cnn(), np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
+      >>> adv = fgm(model, images, eps=0.5)
+      >>> delta = (np.asarray(adv.images) - images).reshape(2, -1)
+      >>> bool(np.all(np.linalg.norm(delta, axis=1) <= 0.5 + 1e-5))  # at most eps (less where clipped)
+      True
 
     Reference: Goodfellow, Shlens & Szegedy (2015), ICLR; the L2 form as in Miyato, Dai &
     Goodfellow (2017), "Adversarial Training Methods for Semi-Supervised Text Classification".

@@ -201,7 +201,7 @@ def lbfgs(
     Each image gets its own L-BFGS run and line search (vmapped over images).
 
     Args:
-      model, images, labels, targets: as :func:`pgd`.
+      model, images, labels, targets: as :func:`~cnnjax.attacks.pgd`.
       c: the first constant, > 0.
       steps: L-BFGS iterations per constant (each a line search of >= 1 gradient).
       search_steps: constants tried.
@@ -212,9 +212,12 @@ def lbfgs(
       An :class:`AttackResult` with ``c`` the constant of each returned perturbation (NaN if
       none succeeded; then the images are the attempt with the smallest c).
 
-    Example::
-
-      adv = lbfgs(model, cat, targets="goldfish")
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> model, images = tiny_cnn(), np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
+      >>> adv = lbfgs(model, images, targets=3, steps=5, search_steps=2)  # towards class 3
+      >>> adv.images.shape, adv.c.shape
+      ((2, 32, 32, 3), (2,))
 
     Reference: Szegedy, Zaremba, Sutskever, Bruna, Erhan, Goodfellow & Fergus (2014),
     "Intriguing properties of neural networks", ICLR, section 4.1.
@@ -305,7 +308,7 @@ def carlini_wagner(
     is elementwise, so batching does not couple the images).
 
     Args:
-      model, images, labels, targets: as :func:`pgd`.
+      model, images, labels, targets: as :func:`~cnnjax.attacks.pgd`.
       c: the first constant, > 0.
       steps: Adam iterations per constant (CW: up to 10,000 with early abort).
       search_steps: constants tried (CW: 9).
@@ -316,9 +319,12 @@ def carlini_wagner(
       An :class:`AttackResult` with ``c`` per image (NaN where no constant succeeded; then the
       images are the last iterate of the largest c).
 
-    Example::
-
-      adv = carlini_wagner(model, cat, targets=[1], steps=100)
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> model, images = tiny_cnn(), np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
+      >>> adv = carlini_wagner(model, images, targets=[3, 7], steps=10, search_steps=2)
+      >>> adv.c.shape, bool(np.all((np.asarray(adv.images) >= 0) & (np.asarray(adv.images) <= 1)))
+      ((2,), True)
 
     Reference: Carlini & Wagner (2017), "Towards Evaluating the Robustness of Neural
     Networks", IEEE Symposium on Security and Privacy.

@@ -50,10 +50,13 @@ def perturbation_norms(images, adversarial, *, tol: float = 0.0) -> Perturbation
     Returns:
       :class:`PerturbationNormsResult` of NumPy arrays shaped ``[..., n]``.
 
-    Example::
-
-      norms = perturbation_norms(images, pgd(model, images, eps=2 / 255).images)
-      norms.linf.max() <= 2 / 255  # True
+    Example:
+      >>> images = np.full((2, 8, 8, 3), 0.5, np.float32)
+      >>> adversarial = images.copy()
+      >>> adversarial[0, 0, 0] += 2 / 255  # one pixel of the first image, all three colours
+      >>> norms = perturbation_norms(images, adversarial)
+      >>> norms.l0.tolist(), [round(float(v) * 255, 2) for v in norms.linf]
+      ([1, 0], [2.0, 0.0])
 
     Reference: Carlini & Wagner (2017), section II-D, for the three distance metrics.
     """
@@ -114,10 +117,14 @@ def robustness_curve(
     Returns:
       A :class:`RobustnessCurveResult`.
 
-    Example::
-
-      curve = robustness_curve(model, images, labels, [0, 1 / 255, 2 / 255, 4 / 255], steps=10)
-      curve.accuracy  # falls with epsilon
+    Example:
+      >>> from cnnjax.models import classify
+      >>> from cnnjax.testing import tiny_cnn
+      >>> model, images = tiny_cnn(), np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
+      >>> labels = classify(model, images).classes[:, 0]  # the model's own answers
+      >>> curve = robustness_curve(model, images, labels, [0, 2 / 255, 8 / 255], steps=5)
+      >>> curve.clean_accuracy, curve.accuracy.shape, float(curve.accuracy[0])
+      (1.0, (3,), 1.0)
 
     Reference: Madry et al. (2018), "Towards Deep Learning Models Resistant to Adversarial
     Attacks", ICLR (accuracy against PGD across epsilon).

@@ -42,11 +42,14 @@ def steepest_descent(norm: str, step_size) -> optax.GradientTransformation:
     Returns:
       An ``optax.GradientTransformation`` (stateless).
 
-    Example::
-
-      tx = steepest_descent("inf", 1 / 255)
-      updates, state = tx.update(grad_of_loss, tx.init(x))
-      x = project(optax.apply_updates(x, updates), x0, jnp.full((n,), 8 / 255), "inf")
+    Example:
+      >>> x0 = np.full((2, 4, 4, 3), 0.5, np.float32)
+      >>> grad = np.random.default_rng(0).normal(size=x0.shape).astype(np.float32)  # of the loss
+      >>> tx = steepest_descent("inf", 1 / 255)
+      >>> updates, state = tx.update(grad, tx.init(x0))
+      >>> x = project(optax.apply_updates(x0, updates), x0, np.full((2,), 8 / 255, np.float32), "inf")
+      >>> bool(np.allclose(np.abs(np.asarray(x) - x0), 1 / 255))  # one step of 1/255, down the gradient
+      True
 
     Reference: Madry et al. (2018), section 2.1 (the L-infinity step is FGSM's sign).
     """

@@ -20,7 +20,7 @@ def load_image_folder(
 
     The sorted sub-folder names are the class names (label 0 is the first). In each class
     folder every file Pillow recognises by its suffix is loaded (sorted by name) with
-    :func:`cnnjax._src.image_io.load_images`, resized and centre-cropped to ``size``. Hidden
+    :func:`cnnjax.load_images`, resized and centre-cropped to ``size``. Hidden
     files and folders (names starting with ``.``), other files, files directly in ``root`` and
     deeper sub-folders are skipped.
 
@@ -39,9 +39,14 @@ def load_image_folder(
         cannot be read.
 
     Example:
-      >>> ds = load_image_folder("photos", 64)  # photos/cat/*.jpg, photos/dog/*.jpg  # doctest: +SKIP
-      >>> ds.class_names  # doctest: +SKIP
-      ('cat', 'dog')
+      >>> import os, tempfile
+      >>> from cnnjax import save_image
+      >>> root, rng = tempfile.mkdtemp(), np.random.default_rng(0)
+      >>> for path in ("cat/1.jpg", "cat/2.png", "dog/1.jpg"):  # root/<class>/<image>
+      ...     _ = save_image(os.path.join(root, path), rng.random((80, 100, 3)))
+      >>> ds = load_image_folder(root, 64)
+      >>> ds.class_names, ds.labels, ds.images.shape
+      (('cat', 'dog'), array([0, 0, 1], dtype=int32), (3, 64, 64, 3))
     """
     from PIL import Image
 

@@ -48,6 +48,7 @@ FASHION_MNIST_CLASSES = (
 )
 MNIST_CLASSES = tuple(str(digit) for digit in range(10))
 
+#: The official Fashion-MNIST address (Zalando's S3 website; it serves plain HTTP only, so the
 #: files are checked against the SHA-256 digests below).
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 #: SHA-256 of the official ``.gz`` files. Their MD5s are the ones the Fashion-MNIST README
@@ -123,9 +124,12 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         longer than its header says; the message names the file and what was expected.
 
     Example:
-      >>> labels = read_idx("train-labels-idx1-ubyte.gz")  # doctest: +SKIP
-      >>> labels.shape, labels.dtype  # doctest: +SKIP
-      ((60000,), dtype('uint8'))
+      >>> import os, tempfile
+      >>> path = write_idx(os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte.gz"),
+      ...                  np.array([3, 1, 4], np.uint8))
+      >>> labels = read_idx(path)
+      >>> labels, labels.dtype
+      (array([3, 1, 4], dtype=uint8), dtype('uint8'))
     """
     path = Path(path)
     with open(path, "rb") as f:
@@ -183,8 +187,11 @@ def write_idx(path: str | os.PathLike[str], array: Any, *, compress: bool | None
       ValueError: an unsupported dtype, no dimensions, or a dimension too large for IDX.
 
     Example:
-      >>> write_idx("labels-idx1-ubyte.gz", np.array([3, 1, 4], np.uint8))  # doctest: +SKIP
-      PosixPath('labels-idx1-ubyte.gz')
+      >>> import os, tempfile
+      >>> path = write_idx(os.path.join(tempfile.mkdtemp(), "images-idx3-ubyte.gz"),
+      ...                  np.zeros((2, 28, 28), np.uint8))
+      >>> path.name, read_idx(path).shape
+      ('images-idx3-ubyte.gz', (2, 28, 28))
     """
     path = Path(path)
     array = np.asarray(array)
@@ -254,9 +261,17 @@ def load_fashion_mnist(
       OSError: a download failed.
 
     Example:
-      >>> train, test = load_fashion_mnist()  # doctest: +SKIP
-      >>> train.images.shape, test.class_names[0]  # doctest: +SKIP
-      ((60000, 28, 28, 1), 'T-shirt/top')
+      Any folder holding the four files works; here a stand-in with 6 and 2 blank images:
+
+      >>> import os, tempfile
+      >>> folder = tempfile.mkdtemp()
+      >>> for part, n in (("train", 6), ("t10k", 2)):
+      ...     images, labels = np.zeros((n, 28, 28), np.uint8), np.arange(n, dtype=np.uint8)
+      ...     _ = write_idx(os.path.join(folder, f"{part}-images-idx3-ubyte.gz"), images)
+      ...     _ = write_idx(os.path.join(folder, f"{part}-labels-idx1-ubyte.gz"), labels)
+      >>> train, test = load_fashion_mnist(folder)
+      >>> train.images.shape, len(test), test.class_names[0]
+      ((6, 28, 28, 1), 2, 'T-shirt/top')
     """
     return _load_mnist_like(
         "fashion-mnist", "Fashion-MNIST", FASHION_MNIST_CLASSES, path, download, base_url,

@@ -122,6 +122,7 @@ def split(
         split (named in the message).
 
     Example:
+      >>> from cnnjax.data import make_dataset
       >>> ds = make_dataset(np.zeros((10, 4, 4, 1), np.float32), [0, 1] * 5)
       >>> [len(part) for part in split(ds, (0.6, 0.2, 0.2))]
       [6, 2, 2]
@@ -148,6 +149,7 @@ def split_train_val(train: Dataset, val_fraction: float = 0.2, *, key: Any = 0) 
       ValueError: ``val_fraction`` outside (0, 1), or an empty split.
 
     Example:
+      >>> from cnnjax.data import make_dataset
       >>> ds = make_dataset(np.zeros((10, 4, 4, 1), np.float32), [0, 1] * 5)
       >>> [len(part) for part in split_train_val(ds, 0.2)]
       [8, 2]
@@ -200,8 +202,9 @@ def batches(
     Args:
       dataset: the examples.
       batch_size: examples per batch, at most ``len(dataset)``.
-      key: a JAX key that permutes the examples (see :func:`epoch_permutation`); pass a new
-        key each epoch, e.g. ``jax.random.fold_in(key, epoch)``. ``None`` keeps the order.
+      key: an int seed or a JAX key that permutes the examples (see :func:`epoch_permutation`);
+        pass a new key each epoch, e.g. ``jax.random.fold_in(key, epoch)``. ``None`` keeps the
+        order.
       drop_remainder: drop the last, smaller batch; otherwise it is yielded too.
 
     Returns:
@@ -211,6 +214,7 @@ def batches(
       ValueError: ``batch_size`` is not a positive int or is larger than the dataset.
 
     Example:
+      >>> from cnnjax.data import make_dataset
       >>> ds = make_dataset(np.zeros((10, 4, 4, 1), np.float32), [0, 1] * 5)
       >>> [x.shape[0] for x, y in batches(ds, 4, jax.random.key(0), drop_remainder=False)]
       [4, 4, 2]
@@ -254,6 +258,7 @@ def channel_stats(dataset: Dataset | Any) -> tuple[np.ndarray, np.ndarray]:
       ValueError: the images are not a non-empty ``[n, h, w, c]`` array.
 
     Example:
+      >>> from cnnjax.data import make_dataset
       >>> ds = make_dataset(np.stack([np.zeros((2, 2, 1)), np.ones((2, 2, 1))]), [0, 1])
       >>> channel_stats(ds)
       (array([0.5], dtype=float32), array([0.5], dtype=float32))

@@ -37,9 +37,10 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     Returns:
       ``[...]`` float losses, >= 0.
 
-    Example::
-
-      softmax_cross_entropy(jnp.array([[2.0, 0.0]]), jnp.array([0]))  # [log(1 + e^-2)] = [0.1269]
+    Example:
+      >>> loss = softmax_cross_entropy(jnp.array([[2.0, 0.0]]), jnp.array([0]))
+      >>> loss.shape, round(float(loss[0]), 4)  # log(1 + e^-2)
+      ((1,), 0.1269)
 
     Reference: Goodfellow, Bengio & Courville (2016), "Deep Learning", section 6.2.2.3.
     """
@@ -63,9 +64,10 @@ def complement_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     Returns:
       ``[...]`` float losses, >= 0.
 
-    Example::
-
-      complement_cross_entropy(jnp.array([[2.0, 0.0]]), jnp.array([1]))  # [log(1 + e^-2)]
+    Example:
+      >>> loss = complement_cross_entropy(jnp.array([[2.0, 0.0]]), jnp.array([1]))
+      >>> round(float(loss[0]), 4)  # log(1 + e^-2)
+      0.1269
     """
     check_labels(logits, labels)
     others = ~jax.nn.one_hot(labels, logits.shape[-1], dtype=bool)
@@ -84,9 +86,9 @@ def margin(logits: jax.Array, labels: jax.Array) -> jax.Array:
     Returns:
       ``[...]`` float margins.
 
-    Example::
-
-      margin(jnp.array([[3.0, 1.0, 2.5]]), jnp.array([0]))  # [0.5]
+    Example:
+      >>> margin(jnp.array([[3.0, 1.0, 2.5]]), jnp.array([0])).tolist()
+      [0.5]
     """
     check_labels(logits, labels)
     own = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
@@ -118,9 +120,9 @@ def carlini_wagner_loss(
     Returns:
       ``[...]`` float losses, >= ``-kappa``.
 
-    Example::
-
-      carlini_wagner_loss(jnp.array([[3.0, 1.0]]), jnp.array([1]))  # [2.0]: class 1 trails by 2
+    Example:
+      >>> carlini_wagner_loss(jnp.array([[3.0, 1.0]]), jnp.array([1])).tolist()  # class 1 trails by 2
+      [2.0]
 
     Reference: Carlini & Wagner (2017), "Towards Evaluating the Robustness of Neural
     Networks", IEEE S&P, objective function f6.

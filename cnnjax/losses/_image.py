@@ -36,9 +36,11 @@ def total_variation(images: jax.Array, beta: float = 2.0, *, eps: float = 1e-8) 
     Returns:
       ``[n]``, one value per image.
 
-    Example::
-
-      tv = cnnjax.losses.total_variation(images, beta=2.0).sum()
+    Example:
+      >>> x = np.zeros((2, 8, 8, 3), np.float32)
+      >>> x[1, :, 4:] = 1.0  # a vertical edge in the second image
+      >>> [round(float(v), 4) for v in total_variation(x, beta=2.0)]
+      [0.0, 0.3281]
     """
     x = _nhwc(images, "total_variation")
     dx = x[:, :-1, 1:, :] - x[:, :-1, :-1, :]
@@ -69,6 +71,12 @@ def alpha_norm(images: jax.Array, alpha: float = 6.0, *, centre: float = 0.5) ->
 
     Returns:
       ``[n]``, one value per image.
+
+    Example:
+      >>> x = np.full((2, 4, 4, 1), 0.5, np.float32)
+      >>> x[1] = 1.0  # white: 0.5 from the centre
+      >>> [round(float(v), 4) for v in alpha_norm(x)]  # 0.5 ** 6
+      [0.0, 0.0156]
     """
     x = _nhwc(images, "alpha_norm")
     if is_concrete(alpha):

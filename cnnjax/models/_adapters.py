@@ -179,15 +179,25 @@ def from_function(
     Args:
       fn: the forward function.
       params: its parameters (any pytree).
-      spec: a ready :class:`ModelSpec`; or give ``name``, ``input_size`` and optionally
-        ``channels``, ``value_mapping``, ``class_names`` to derive one (see :func:`build_spec`).
+      spec: a ready :class:`ModelSpec`; or give ``spec_kwargs`` instead.
+      **spec_kwargs: ``name``, ``input_size`` and optionally ``channels``, ``value_mapping``,
+        ``class_names``... to derive the spec (see :func:`build_spec`).
 
-    Example::
+    Returns:
+      A :class:`~cnnjax.Model`.
 
-      def fn(p, x, tap):
-          h = tap("conv", jax.nn.relu(conv(x, p["w"])))
-          return h.mean((1, 2)) @ p["dense"]
-      model = from_function(fn, params, name="tiny", input_size=32)
+    Example:
+      >>> def fn(p, x, tap):
+      ...     h = jax.lax.conv_general_dilated(x, p["w"], (1, 1), "SAME",
+      ...                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      ...     h = tap("conv", jax.nn.relu(h))
+      ...     return h.mean((1, 2)) @ p["dense"]
+      >>> rng = np.random.default_rng(0)
+      >>> params = {"w": rng.normal(size=(3, 3, 3, 8)).astype(np.float32),
+      ...           "dense": rng.normal(size=(8, 10)).astype(np.float32)}
+      >>> model = from_function(fn, params, name="tiny", input_size=32)
+      >>> model.spec.layer_names, model.spec.layer("conv").shape
+      (('input', 'conv', 'logits'), (32, 32, 8))
     """
     value_mapping = _value_mapping(spec, spec_kwargs)
 
@@ -207,6 +217,19 @@ def from_nnx(module: Any, spec: ModelSpec | None = None, **spec_kwargs) -> Model
     module's whole state (parameters and, e.g., BatchNorm statistics) and ``apply`` merges it
     back inside a pure function, so ``jax.grad`` with respect to ``params`` works. The module is
     used as it is: put it in eval mode (``module.eval()``) first if it has dropout or BatchNorm.
+    ``spec`` and ``spec_kwargs`` are as for :func:`from_function`.
+
+    Example:
+      >>> from flax import nnx
+      >>> class Net(nnx.Module):
+      ...     def __init__(self, rngs):
+      ...         self.conv = nnx.Conv(3, 10, (3, 3), rngs=rngs)
+      ...     def __call__(self, x, tap):
+      ...         h = tap("conv", self.conv(x))
+      ...         return h.mean((1, 2))  # one channel per class
+      >>> model = from_nnx(Net(nnx.Rngs(0)), name="net", input_size=32)
+      >>> model.spec.layer_names, model.spec.layer("conv").shape
+      (('input', 'conv', 'logits'), (32, 32, 10))
     """
     from flax import nnx
 
@@ -244,7 +267,20 @@ def from_linen(module: Any, variables: Any, spec: ModelSpec | None = None, **spe
     perturbation for a layer is added to that submodule's output by intercepting its
     ``__call__`` (Linen's own ``self.perturb`` needs the module's cooperation and a zero
     variable for every point). The module's return value is the logits. Pass ``variables``
-    that make the module deterministic (e.g. ``use_running_average=True``).
+    that make the module deterministic (e.g. ``use_running_average=True``). ``spec`` and
+    ``spec_kwargs`` are as for :func:`from_function`.
+
+    Example:
+      >>> import flax.linen as nn
+      >>> class Net(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, x):
+      ...         h = nn.Conv(10, (3, 3), name="conv")(x)
+      ...         return h.mean((1, 2))  # one channel per class
+      >>> variables = Net().init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
+      >>> model = from_linen(Net(), variables, name="net", input_size=32)
+      >>> model.spec.layer_names, model.spec.layer("conv").shape
+      (('input', 'conv', 'logits'), (32, 32, 10))
     """
     import flax.linen as nn
 

@@ -127,21 +127,22 @@ class MBConv(nnx.Module):
 class EfficientNetLite0(nnx.Module):
     """EfficientNet-Lite0 for inference: ``model(images) -> Activations``.
 
+    ``forward(x, tap)`` is the network on inputs already in its own value range; ``__call__``
+    takes [0, 1] images, applies :data:`VALUE_MAPPING` and returns all named activations. The
+    classifier's dropout (0.2 in training) is omitted: this module is for inference.
+
     Args:
       num_classes: output classes (1000 for the bundled ImageNet weights).
       rngs: for random initialisation (the bundled weights replace it).
       depthwise_impl: ``"auto"`` (shifted multiplies on CPU, XLA elsewhere), ``"shift"`` or
         ``"xla"``.
 
-    ``forward(x, tap)`` is the network on inputs already in its own value range; ``__call__``
-    takes [0, 1] images, applies :data:`VALUE_MAPPING` and returns all named activations. The
-    classifier's dropout (0.2 in training) is omitted: this module is for inference.
+    Example:
+      Shapes only, with ``nnx.eval_shape`` (no weights are drawn, nothing is computed):
 
-    Example::
-
-      model = EfficientNetLite0(rngs=nnx.Rngs(0))
-      acts = model(jnp.zeros((1, 224, 224, 3)))
-      acts["block_15"].shape  # (1, 7, 7, 320)
+      >>> acts = nnx.eval_shape(lambda: EfficientNetLite0(rngs=nnx.Rngs(0))(jnp.zeros((1, 224, 224, 3))))
+      >>> acts["block_15"].shape, acts["logits"].shape
+      ((1, 7, 7, 320), (1, 1000))
     """
 
     def __init__(self, num_classes: int = 1000, *, rngs: nnx.Rngs, depthwise_impl: str = "auto"):

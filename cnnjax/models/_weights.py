@@ -1,6 +1,7 @@
 """Bundled weights: finding them and checking them.
 
-Weights are stored in the safetensors layout (``cnnjax._src.safetensors``). Each weights file ``NAME.safetensors`` has a manifest ``NAME.json`` beside it with its sha256;
+Weights are stored in the safetensors layout (``cnnjax._src.safetensors``). Each weights file
+``NAME.safetensors`` has a manifest ``NAME.json`` beside it with its sha256;
 :func:`load_checked` refuses a missing, truncated or corrupted file with an error naming it.
 """
 

@@ -143,11 +143,16 @@ def load_model(name: str = "efficientnet_lite0", *, weights_dir: str | os.PathLi
       ValueError: unknown name, or a corrupted or truncated weights file (named).
       FileNotFoundError: the weights file or its manifest is missing.
 
-    Example::
+    Example:
+      The small Fashion-MNIST network (the default, EfficientNet-Lite0, loads the same way):
 
-      model = cnnjax.load_model("efficientnet_lite0")
-      x = cnnjax.load_image("cat.jpg", 224, resize=256)
-      probs = jax.nn.softmax(model(x)["logits"])
+      >>> from cnnjax.models import classify
+      >>> model = load_model("fashionnet")
+      >>> model.spec.input_size, model.spec.channels, model.spec.class_names[:2]
+      ((28, 28), 1, ('T-shirt/top', 'Trouser'))
+      >>> probs, classes = classify(model, np.full((1, 28, 28, 1), 0.5, np.float32), top_k=3)
+      >>> probs.shape, classes.shape
+      ((1, 3), (1, 3))
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; bundled models: {', '.join(_MODELS)}")

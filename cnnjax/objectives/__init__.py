@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax._src.checks import is_concrete
 from cnnjax._src.contract import ModelSpec, Objective, pytree_dataclass, static_field
 from cnnjax import losses as _losses
 
@@ -45,11 +46,13 @@ __all__ = [
 Shapes = Mapping[str, tuple[int, ...]]
 
 
-def _index(value, what: str) -> jax.Array:
+def _index(value, what: str) -> np.ndarray:
+    # Leaves are NumPy arrays on the host: they become the compiled program's arguments
+    # without an eager device operation (each of which compiles a small program of its own).
     arr = np.asarray(value)
     if arr.ndim != 0 or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{what} must be an int, got {value!r}")
-    return jnp.asarray(arr, jnp.int32)
+    return arr.astype(np.int32)
 
 
 def _check_range(value: jax.Array, size: int, what: str, layer: str) -> None:
@@ -167,7 +170,7 @@ def class_logit(cls: int | str) -> Objective:
     other classes down instead of this one up (Simonyan et al. 2014).
     """
     if isinstance(cls, str):
-        return ClassLogit(jnp.int32(0), cls)
+        return ClassLogit(np.int32(0), cls)
     return ClassLogit(_index(cls, "class"))
 
 
@@ -187,7 +190,7 @@ def class_log_probability(cls: int | str) -> Objective:
     """Maximise ``log p(cls)`` (after the softmax): unlike the logit, this also pushes the
     other classes down, which is what a confident (e.g. fooling) image needs."""
     if isinstance(cls, str):
-        return ClassLogProbability(jnp.int32(0), cls)
+        return ClassLogProbability(np.int32(0), cls)
     return ClassLogProbability(_index(cls, "class"))
 
 
@@ -223,7 +226,7 @@ class Direction(Objective):
 def direction(layer: str, vector) -> Objective:
     """Maximise the activation of ``layer`` along ``vector`` (a direction in its channel space,
     e.g. a difference of mean activations), averaged over positions (Olah et al. 2017)."""
-    vector = jnp.asarray(vector, jnp.float32)
+    vector = np.asarray(vector, np.float32) if is_concrete(vector) else jnp.asarray(vector, jnp.float32)
     if vector.ndim != 1:
         raise ValueError(f"direction vector must be 1-D [channels], got shape {vector.shape}")
     return Direction(layer, vector)
@@ -328,7 +331,13 @@ def alpha_norm(alpha: float = 6.0) -> Objective:
 
 def stack(objectives: Sequence[Objective]) -> Objective:
     """Stack objectives of the same kind (same classes and layers) into one batched objective
-    whose leaves have a leading target axis, for ``jax.vmap``."""
+    whose leaves have a leading target axis, for ``jax.vmap``.
+
+    Example:
+      >>> batch = stack([channel("conv3", 0), channel("conv3", 5)])
+      >>> batch.layer, batch.channel.tolist()
+      ('conv3', [0, 5])
+    """
     objectives = list(objectives)
     if not objectives:
         raise ValueError("need at least one objective")
@@ -344,7 +353,12 @@ def stack(objectives: Sequence[Objective]) -> Objective:
                 f"objective 0 is {_describe(objectives[0])}, "
                 f"objective {i} is {_describe(o)}"
             )
-    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *objectives)
+    def stack_leaves(*xs):
+        if all(is_concrete(x) for x in xs):  # on the host: no eager device operation
+            return np.stack([np.asarray(x) for x in xs])
+        return jnp.stack([jnp.asarray(x) for x in xs])
+
+    return jax.tree.map(stack_leaves, *objectives)
 
 
 def _describe(o: Objective) -> str:

@@ -152,10 +152,11 @@ def image(
       sd: initial scale.
       decay_power: Fourier amplitude exponent.
 
-    Example::
-
-      p = cnnjax.param.image(128)
-      x = p.to_image(p.init(jax.random.key(0)))   # [1, 128, 128, 3] in (0, 1)
+    Example:
+      >>> p = image(128)
+      >>> x = p.to_image(p.init(jax.random.key(0)))
+      >>> x.shape, bool(x.min() > 0) and bool(x.max() < 1)
+      ((1, 128, 128, 3), True)
     """
     b, h, w, c = _shape(size, batch, channels)
     if decorrelated and c != 3:

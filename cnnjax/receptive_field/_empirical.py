@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax._src.checks import check_positive_int
+from cnnjax._src.checks import check_positive_int, numpy_seed
 from cnnjax._src.chunks import chunked_map
 from cnnjax._src.contract import Model
 from cnnjax.receptive_field._effective import field_size, layers_and_units
@@ -80,13 +80,6 @@ def _occlude(apply, params, image, units, peaks, tops, lefts, patches, *, layers
     return chunked_map(one, (tops, lefts, patches), batch)
 
 
-def _seed(key) -> list[int]:
-    """Integers seeding NumPy from an int or a JAX key."""
-    if isinstance(key, (int, np.integer)):
-        return [int(key)]
-    return [int(v) for v in np.asarray(jax.random.key_data(key)).ravel()]
-
-
 def _grid(n: int, patch: int, stride: int) -> np.ndarray:
     return np.arange(0, n - patch + 1, stride)
 
@@ -135,7 +128,8 @@ def empirical(
         each layer's channel with the largest activation over the images.
       images: candidate images ``[N, H, W, C]`` at the model's input size, in [0, 1].
       top_k: how many of each unit's top images to average (at most N).
-      patch: occluder side in pixels (11 in the paper); stride: grid step (3 in the paper).
+      patch: occluder side in pixels (11 in the paper).
+      stride: grid step in pixels (3 in the paper).
       key: seeds the random patches (an int or a JAX key; the same key, the same result).
       restrict: run only the patches that overlap the units' theoretical fields.
       chunk_size: occluded copies per compiled chunk (memory only).
@@ -168,7 +162,7 @@ def empirical(
         raise ValueError(f"occlusion patch {patch}x{patch} is larger than the images ({H}x{W})")
     if top_k > n:
         raise ValueError(f"top_k={top_k} but only {n} images were given")
-    seed = _seed(key)
+    seed = list(np.atleast_1d(numpy_seed(key)))
     images_np, c = np.asarray(images), images.shape[-1]
     fields = theoretical(model)
     rfs = [fields[lay] for lay in layers]

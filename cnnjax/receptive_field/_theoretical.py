@@ -136,10 +136,15 @@ def theoretical(model: Model) -> dict[str, ReceptiveField]:
       ValueError: a layer whose positions do not depend on sliding intervals of the previous
         layer, or that depends on input pixels outside its composed field.
 
-    Example::
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> rf = theoretical(tiny_cnn())["conv3"]
+      >>> rf.size, rf.stride, rf.padding
+      ((9, 9), (2, 2), (3, 3))
+      >>> rf.box(0, 0)  # position (0, 0) sees input rows 0..5 and columns 0..5
+      (0, 0, 5, 5)
 
-      rf = cnnjax.receptive_field.theoretical(model)["block_3"]
-      rf.size, rf.stride, rf.padding      # ((35, 35), (8, 8), (10, 10)) for EfficientNet-Lite0
+      EfficientNet-Lite0's ``block_3`` gives ``((35, 35), (8, 8), (10, 10))``.
     """
     return _CACHE.get(model, None, lambda: _derive_all(model))
 

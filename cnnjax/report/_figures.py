@@ -40,6 +40,11 @@ def captioned_grid(
 
     Returns:
       An RGB image ``[H, W, 3]`` in [0, 1].
+
+    Example:
+      >>> grid = captioned_grid(np.zeros((4, 28, 28, 1), np.float32), ["a", "b", "c", "d"])
+      >>> grid.shape  # 2 x 2 tiles of 28 x 28 with a 14-pixel caption line, a 4-pixel gutter
+      (88, 60, 3)
     """
     arr = np.asarray(images, np.float32)
     if arr.ndim != 4:
@@ -113,11 +118,14 @@ def adversarial_figure(
     Returns:
       An RGB image ``[H, W, 3]``, float32 in [0, 1], for ``cnnjax.save_image`` or a report.
 
-    Example::
-
-      fig = adversarial_figure(x[0], adv.images[0], original_label="tiger cat",
-                               original_prob=0.39, adversarial_label="Egyptian cat",
-                               adversarial_prob=0.97, title="PGD, eps 2/255")
+    Example:
+      >>> x = np.full((32, 32, 3), 0.5, np.float32)
+      >>> adv = x + np.random.default_rng(0).choice([-2, 2], x.shape).astype(np.float32) / 255
+      >>> fig = adversarial_figure(x, adv, original_label="tiger cat", original_prob=0.39,
+      ...                          adversarial_label="Egyptian cat", adversarial_prob=0.97,
+      ...                          title="PGD, eps 2/255")
+      >>> fig.shape, fig.dtype  # panels enlarged 5x, to 160 pixels
+      ((230, 580, 3), dtype('float32'))
 
     Reference: Goodfellow, Shlens & Szegedy (2015), "Explaining and Harnessing Adversarial
     Examples", ICLR, figure 1.

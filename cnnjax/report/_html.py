@@ -98,7 +98,17 @@ class Section:
 
 @dataclass
 class Report:
-    """A self-contained HTML report."""
+    """A self-contained HTML report.
+
+    Example:
+      >>> import os, tempfile
+      >>> report = Report("Results", intro="A tiny model on two photos.")
+      >>> report.add(Section("Scores", table(["model", "accuracy"], [["tiny_cnn", 0.5]])))
+      >>> report.add(Section("Maps", figure(np.zeros((8, 8, 3)), "a black square")))
+      >>> path = report.save(os.path.join(tempfile.mkdtemp(), "index.html"))
+      >>> path.read_text().count("<section"), [s.anchor for s in report.sections]
+      (2, ['scores', 'maps'])
+    """
 
     title: str
     intro: str = ""

@@ -64,6 +64,13 @@ def overlay(image, saliency, *, alpha: float = 0.5, mark_peak: bool = True) -> n
 
     Returns:
       float32 ``[H, W, 3]`` in [0, 1].
+
+    Example:
+      >>> photo = np.full((1, 32, 32, 3), 0.5, np.float32)
+      >>> saliency = np.zeros((32, 32), np.float32)
+      >>> saliency[8, 24] = 1.0
+      >>> overlay(photo, saliency).shape
+      (32, 32, 3)
     """
     img = rgb(image)
     m = np.asarray(saliency, np.float32)

@@ -94,9 +94,13 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> np.ndarray:
       history: ``fit``'s history (``FitResult.history``): one mapping per epoch with
         ``train_loss``, ``val_loss``, ``train_accuracy`` and ``val_accuracy``.
 
+    Returns:
+      An RGB image ``[h, w, 3]`` in [0, 1]: two :func:`line_plot` panels side by side.
+
     Example:
-      >>> training_curves([{"train_loss": 1.0, "val_loss": 1.2, "train_accuracy": 0.5, "val_accuracy": 0.4},
-      ...                  {"train_loss": 0.6, "val_loss": 0.9, "train_accuracy": 0.7, "val_accuracy": 0.6}]).shape
+      >>> history = [{"train_loss": 1.0, "val_loss": 1.2, "train_accuracy": 0.5, "val_accuracy": 0.4},
+      ...            {"train_loss": 0.6, "val_loss": 0.9, "train_accuracy": 0.7, "val_accuracy": 0.6}]
+      >>> training_curves(history).shape  # two 480 x 300 plots
       (300, 960, 3)
     """
 
@@ -113,8 +117,8 @@ def robustness_plot(curves: Any, *, per_255: bool = True, title: str = "") -> np
     """The robustness curve: accuracy under attack against epsilon.
 
     Args:
-      curves: one :class:`~cnnjax.attacks.RobustnessCurveResult`, or a mapping from attack name to curve over the
-        same epsilons (one line per attack).
+      curves: one :class:`~cnnjax.attacks.RobustnessCurveResult`, or a mapping from attack
+        name to curve over the same epsilons (one line per attack).
       per_255: label epsilon in 8-bit levels (``eps * 255``), the usual unit for L-infinity.
       title: the plot's title.
 

@@ -97,6 +97,11 @@ def cam_head(model: Model, layer: str | None = None, *, tolerance: float = 1e-4)
     Raises:
       ValueError: the logits are not an affine function of the layer's global average (CAM
         does not apply; Grad-CAM does), or the layer has no spatial extent.
+
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> cam_head(tiny_cnn())
+      CamHead(layer='conv3', weights=(16, 10), error=...)
     """
     spec = model.spec
     layer = check_spatial_layer(spec, layer)
@@ -167,10 +172,13 @@ def cam(model: Model, images, classes=None, *, layer: str | None = None, upsampl
       ValueError: bad images or classes, a non-spatial layer, a model without global average
         pooling (use :func:`cnnjax.saliency.grad_cam`).
 
-    Example::
-
-      maps = cnnjax.cam(model, image)                 # [1, 1000, 7, 7]
-      top = cnnjax.cam(model, image, "espresso", upsample=True)   # [1, 1, 224, 224]
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> model, image = tiny_cnn(), np.random.default_rng(0).random((1, 32, 32, 3), np.float32)
+      >>> cam(model, image).shape  # every class, at conv3
+      (1, 10, 16, 16)
+      >>> cam(model, image, 3, upsample=True).shape  # class 3, at the input's size
+      (1, 1, 32, 32)
     """
     spec = model.spec
     images = spec.check_images(images)

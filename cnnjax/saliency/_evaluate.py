@@ -63,7 +63,7 @@ def _evaluate(model, images, maps, classes, steps, insert, chunk_size) -> CurveR
     if maps.ndim != 4 or maps.shape[0] != n or maps.shape[2:] != (H, W):
         raise ValueError(
             f"maps must be [images, targets, {H}, {W}] (the images' size: upsample them with "
-            f"upsample=True or cnnjax.upsample_maps), got shape {tuple(maps.shape)}"
+            f"upsample=True or cnnjax.saliency.upsample_maps), got shape {tuple(maps.shape)}"
         )
     if classes is None:
         raise ValueError("classes is required: the class each map explains, e.g. the ones it was made for")
@@ -95,17 +95,21 @@ def deletion(model: Model, images, maps, classes, *, steps: int = 224, chunk_siz
       model: a :class:`~cnnjax.Model`.
       images: float32 ``[n, H, W, c]`` in [0, 1].
       maps: ``[n, targets, H, W]`` saliency at the images' size.
-      classes: the class each map explains (as for :func:`cnnjax.cam`; e.g. ``idx[:, :1]``).
+      classes: the class each map explains (as for :func:`cnnjax.saliency.cam`; e.g. ``idx[:, :1]``).
       steps: how many increments.
       chunk_size: forward passes per compiled chunk (memory only; the result does not depend on it).
 
     Returns:
       A :class:`CurveResult`.
 
-    Example::
-
-      maps = cnnjax.grad_cam(model, image, "espresso", upsample=True)
-      cnnjax.deletion(model, image, maps, "espresso").auc
+    Example:
+      >>> from cnnjax.saliency import grad_cam
+      >>> from cnnjax.testing import tiny_cnn
+      >>> model, image = tiny_cnn(), np.random.default_rng(0).random((1, 32, 32, 3), np.float32)
+      >>> maps = grad_cam(model, image, 3, upsample=True)
+      >>> curve = deletion(model, image, maps, 3, steps=8)
+      >>> curve.auc.shape, curve.curves.shape, curve.fractions[:3].tolist()
+      ((1, 1), (1, 1, 9), [0.0, 0.125, 0.25])
     """
     return _evaluate(model, images, maps, classes, steps, False, chunk_size)
 
@@ -136,6 +140,12 @@ def pointing_game(maps, boxes=None, masks=None, *, tolerance: float = 15.0) -> n
 
     Returns:
       bool ``[n, targets]`` (``[n]`` for 3-D maps).
+
+    Example:
+      >>> maps = np.zeros((2, 32, 32), np.float32)
+      >>> maps[0, 10, 20] = maps[1, 30, 2] = 1.0
+      >>> pointing_game(maps, boxes=[[5, 15, 15, 25], [5, 15, 15, 25]])
+      array([ True, False])
     """
     tolerance = check_float(tolerance, "tolerance", lo=0.0)
     m = np.asarray(maps, np.float32)

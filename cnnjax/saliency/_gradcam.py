@@ -90,10 +90,14 @@ def grad_cam(
     Returns:
       float32 ``[n, targets, h, w]``, non-negative.
 
-    Example::
-
-      probs, idx = cnnjax.classify(model, images)
-      maps = cnnjax.grad_cam(model, images, idx[:, :1], layer="block_10")   # [n, 1, 14, 14]
+    Example:
+      >>> from cnnjax.models import classify
+      >>> from cnnjax.testing import tiny_cnn
+      >>> model, images = tiny_cnn(), np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
+      >>> probs, idx = classify(model, images)
+      >>> maps = grad_cam(model, images, idx[:, :1], layer="conv2")  # each image's top class
+      >>> maps.shape, bool(maps.min() >= 0)
+      ((2, 1, 16, 16), True)
     """
     return _gradient_method("gradcam", model, images, classes, layer, upsample)
 

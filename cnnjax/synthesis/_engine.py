@@ -151,7 +151,7 @@ def check_optimizer(optimizer: Any, learning_rate: Any) -> Optimizer:
 def learning_rate_hyperparams(learning_rate: Any, problems: int, repeat: int = 1) -> dict:
     """``{"learning_rate": float32 [problems * repeat]}`` from a scalar or one value per problem."""
     lr = check_floats(learning_rate, "learning_rate", lo=0.0, lo_open=True, length=problems)
-    return {"learning_rate": jnp.asarray(np.repeat(np.broadcast_to(lr, (problems,)), repeat))}
+    return {"learning_rate": np.repeat(np.broadcast_to(lr, (problems,)), repeat)}
 
 
 def by_learning_rate(make: Callable[[Any], optax.GradientTransformation]):

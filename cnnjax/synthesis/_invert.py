@@ -35,7 +35,7 @@ __all__ = ["InvertResult", "invert", "tv_weight"]
 
 #: Total-variation weight at the first and at the last layer of a model; layers in between
 #: get the geometric interpolation by depth (:func:`tv_weight`). Chosen by measurement on the
-#: bundled model (README, "Inversion").
+#: bundled model (README, "Synthesis").
 TV_RANGE = (0.5, 50.0)
 
 
@@ -178,11 +178,12 @@ def invert(
     Returns:
       :class:`InvertResult` ``(images, error, history, layers)``.
 
-    Example::
-
-      photo = cnnjax.sample_photos()["chelsea.png"]
-      inv = cnnjax.invert(model, photo, ["block_1", "block_10", "logits"])
-      print(inv.error)
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> photo = np.random.default_rng(0).random((1, 32, 32, 3), np.float32)
+      >>> inv = invert(tiny_cnn(), photo, ["conv1", "conv3", "logits"], steps=8)
+      >>> inv.images.shape, inv.error.shape, inv.layers
+      ((3, 32, 32, 3), (3,), ('conv1', 'conv3', 'logits'))
     """
     layers = (layers,) if isinstance(layers, str) else tuple(layers)
     if not layers:

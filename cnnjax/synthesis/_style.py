@@ -319,16 +319,16 @@ def style_transfer(
         )
     blend = np.broadcast_to(blend, (problems, blend.shape[1]))
     weights = [np.broadcast_to(w, (problems,)) for w in weights]
-    hyperparams = None if rates is None else {"learning_rate": jnp.asarray(np.broadcast_to(rates, (problems,)))}
+    hyperparams = None if rates is None else {"learning_rate": np.ascontiguousarray(np.broadcast_to(rates, (problems,)))}
     out = _run(
         model.apply,
         model.params,
         content,
         style,
-        jnp.asarray(blend),
-        jnp.asarray(np.stack(weights, 1)),
+        np.ascontiguousarray(blend),
+        np.stack(weights, 1),
         as_key(key),
-        jnp.float32(temperature),
+        np.float32(temperature),
         hyperparams,
         content_layer=content_layer,
         style_layers=style_layers,

@@ -128,9 +128,12 @@ def get_preset(name: str) -> Preset:
 PRESETS = ("lucid", "yosinski", "plain")
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "param", "transform", "optimizer", "steps", "restarts"))
-def _run(apply, params, objective, keys, hyperparams, *, param, transform, optimizer, steps, restarts):
-    t = keys.shape[0]
+@functools.partial(
+    jax.jit, static_argnames=("apply", "param", "transform", "optimizer", "steps", "restarts", "targets")
+)
+def _run(apply, params, objective, key, hyperparams, *, param, transform, optimizer, steps, restarts, targets):
+    t = targets
+    keys = jax.random.split(key, t)
     # N = targets x restarts independent problems; problem i optimises target i // restarts.
     problem_keys = jax.vmap(lambda k: jax.random.split(k, restarts))(keys).reshape(-1)
     k_init, k_run = jax.vmap(jax.random.split, out_axes=1)(problem_keys)
@@ -155,6 +158,7 @@ def _run(apply, params, objective, keys, hyperparams, *, param, transform, optim
     images = jax.vmap(param.to_image)(latents)
     images = images.reshape((t, restarts) + images.shape[1:])[jnp.arange(t), best]
     history = history.T.reshape(t, restarts, steps)[jnp.arange(t), best]
+    images = images.reshape((-1,) + images.shape[2:])  # [targets * batch, h, w, c], target-major
     return images, final[jnp.arange(t), best], history, best, totals
 
 
@@ -233,21 +237,20 @@ def visualize(
     else:
         hyperparams = learning_rate_hyperparams(learning_rate, len(targets), repeat=restarts)
         optimizer = by_learning_rate(optimizer)
-    keys = jax.random.split(as_key(key), len(targets))
     images, scores, history, best, totals = _run(
         model.apply,
         model.params,
         resolved,
-        keys,
+        as_key(key),
         hyperparams,
         param=param,
         transform=transform,
         optimizer=optimizer,
         steps=steps,
         restarts=restarts,
+        targets=len(targets),
     )
     check_finite_run("visualize", images, history)
-    images = images.reshape((-1,) + images.shape[2:])
     return VisualizeResult(images, scores, history, best, totals)
 
 

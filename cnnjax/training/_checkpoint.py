@@ -51,6 +51,15 @@ def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict]:
       FileNotFoundError: no such file.
       ValueError: the file is truncated or altered (checksum), or its tree does not match
         ``like`` (a checkpoint of another model or optimizer).
+
+    Example:
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "last.ckpt")
+      >>> tree = {"w": np.arange(3, dtype=np.float32), "step": np.int32(7)}
+      >>> _ = save_checkpoint(path, tree, {"epoch": 2})
+      >>> restored, record = load_checkpoint(path, tree)
+      >>> restored["w"].tolist(), int(restored["step"]), record
+      ([0.0, 1.0, 2.0], 7, {'epoch': 2})
     """
     path = Path(path)
     if not path.is_file():

@@ -265,6 +265,8 @@ def fit(
       key: an int seed or a JAX key; every random draw derives from it.
       l2: the L2 penalty weight lambda (``C = C0 + lambda sum w^2``), excluding leaves named
         in ``l2_exclude`` (traced, like ``learning_rate``).
+      l2_exclude: parameter names the penalty leaves out (matched as in
+        :func:`~cnnjax.training.l2_mask`).
       augment: a transform ``(key, images) -> images`` applied to each training batch (e.g.
         :func:`cnnjax.transforms.augmentation`).
       patience: stop after this many epochs in a row without improvement (1: at the first
@@ -283,6 +285,15 @@ def fit(
         set, bad hyperparameters, a corrupted checkpoint (named; it is not overwritten).
       DivergedError: the loss became non-finite; ``error.result`` is the :class:`FitResult`
         with the last good state.
+
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> rng = np.random.default_rng(0)
+      >>> images, labels = rng.random((16, 32, 32, 3), np.float32), rng.integers(0, 10, 16)
+      >>> result = fit(tiny_cnn(), (images, labels), (images[:8], labels[:8]), epochs=2, batch_size=8,
+      ...              progress=False)
+      >>> result.stopped, len(result.history), result.best_epoch in (0, 1)
+      ('completed', 2, True)
     """
     images, labels = _check_split(model, *_pair(train), "training set")
     val_images, val_labels = _check_split(model, *_pair(val), "validation set")

@@ -9,11 +9,13 @@ per call, so under ``jax.vmap`` over keys every element of a batch gets its own,
 :func:`augmentation`). Factories are cached on their arguments: the same settings return the
 same function, so techniques jitted over them compile once.
 
-Example::
-
-    t = transforms.compose(transforms.pad(12), transforms.jitter(8),
-                           transforms.random_scale((0.9, 1.0, 1.1)), transforms.random_rotate((-5, 0, 5)))
-    out = t(jax.random.key(0), images)    # [n, h + 16, w + 16, c]
+Example:
+  >>> from cnnjax import transforms
+  >>> t = transforms.compose(transforms.pad(12), transforms.jitter(8),
+  ...                        transforms.random_scale((0.9, 1.0, 1.1)), transforms.random_rotate((-5, 0, 5)))
+  >>> images = np.full((2, 32, 32, 3), 0.5, np.float32)
+  >>> jax.jit(t)(jax.random.key(0), images).shape  # 12 + 12 - 8 pixels more
+  (2, 48, 48, 3)
 """
 
 from __future__ import annotations
@@ -281,7 +283,7 @@ def augmentation(flip: bool = True, crop_pad: int = 4) -> Transform:
 
     Example:
       >>> aug = augmentation(flip=True, crop_pad=2)
-      >>> aug(jax.random.key(0), jnp.zeros((4, 28, 28, 1))).shape
+      >>> jax.jit(aug)(jax.random.key(0), np.zeros((4, 28, 28, 1), np.float32)).shape
       (4, 28, 28, 1)
     """
     steps = ([random_crop(_nonneg_int(crop_pad, "crop_pad"))] if crop_pad else []) + ([random_flip()] if flip else [])

@@ -62,10 +62,12 @@ def unit_segmentation(model: Model, images, layer: str, units, *, threshold: flo
     Returns:
       A :class:`UnitSegmentationResult`.
 
-    Example::
-
-      seg = cnnjax.unit_segmentation(model, photos, "block_10", [3, 17, 42])
-      seg.masks.shape   # (4, 3, 224, 224)
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> images = np.random.default_rng(0).random((2, 32, 32, 3), np.float32)
+      >>> seg = unit_segmentation(tiny_cnn(), images, "conv3", [3, 7, 11])
+      >>> seg.masks.shape, seg.masks.dtype, seg.thresholds.shape
+      ((2, 3, 32, 32), dtype('bool'), (3,))
     """
     spec = model.spec
     images = spec.check_images(images)
