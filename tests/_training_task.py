@@ -29,10 +29,11 @@ def make_task(n=1200, size=12, seed=0):
 
 @functools.cache  # one model object: every test reuses its compiled programs
 def tiny_cnn(seed=0):
-    k1, k2 = jax.random.split(jax.random.key(seed))
+    # NumPy draws the weights: eager jax.random calls would compile a program per shape.
+    rng = np.random.default_rng(seed)
     params = {
-        "conv": {"w": jax.random.normal(k1, (3, 3, 1, 8)) * 0.3, "bias": jnp.zeros((8,))},
-        "dense": {"w": jax.random.normal(k2, (4, 4)) * 0.3, "bias": jnp.zeros((4,))},
+        "conv": {"w": jnp.asarray(rng.normal(0, 0.3, (3, 3, 1, 8)).astype(np.float32)), "bias": jnp.zeros((8,))},
+        "dense": {"w": jnp.asarray(rng.normal(0, 0.3, (4, 4)).astype(np.float32)), "bias": jnp.zeros((4,))},
     }
 
     def forward(p, x, tap):

@@ -17,12 +17,15 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ and not os.environ.get("PYTEST_
     # Programs that take less than this to compile are not worth a file.
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
+# The suite's programs are compiled far more than they run: LLVM's optimisation level 1
+# instead of the default 2 compiles them about 20% faster (measured on test_synthesis.py and
+# test_cam.py: 72 s of CPU against 55 s); the programs are the same XLA graphs.
+_flags = " --xla_backend_optimization_level=1"
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # pytest-xdist runs one worker per core (pyproject): each keeps XLA to one thread, so the
-    # workers do not oversubscribe the cores (set before JAX creates its CPU client).
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    ).strip()
+    # pytest-xdist runs one worker per core (pyproject): each keeps XLA's Eigen kernels to one
+    # thread, so the workers do not oversubscribe the cores (set before JAX creates its client).
+    _flags += " --xla_cpu_multi_thread_eigen=false"
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + _flags).strip()
 
 import jax  # noqa: E402
 

@@ -11,6 +11,7 @@ from cnnjax.testing import check_technique_contract
 import cnnjax
 from cnnjax import receptive_field as rf
 from cnnjax.testing import count_compiles, tiny_cnn
+from _arrays import normal, uniform
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def images():
-    return jax.random.uniform(jax.random.key(3), (2, 32, 32, 3))
+    return uniform(3, (2, 32, 32, 3))
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def test_score_cam_against_a_loop_over_channels(tiny, images, features):
 
 
 def test_upsampling_is_bilinear_or_at_the_fields_centres(tiny, images):
-    m = jax.random.normal(jax.random.key(0), (2, 3, 7, 5))
+    m = normal(0, (2, 3, 7, 5))
     resized = jax.image.resize(m, (2, 3, 28, 20), "linear")
     np.testing.assert_allclose(cnnjax.saliency.upsample_maps(m, (28, 20)), resized,
                                atol=1e-5)  # fmt: skip
@@ -130,7 +131,7 @@ def test_grad_cam_passes_the_technique_contract(tiny, images):
 
 def test_maps_are_differentiable_jax_arrays(tiny, images):
     x = 0.25 + 0.5 * images[:1]  # finite differences stay inside [0, 1]
-    direction = jax.random.normal(jax.random.key(9), x.shape)
+    direction = normal(9, x.shape)
     direction = direction / jnp.linalg.norm(direction)  # small per-pixel steps: no ReLU kink crossed
 
     def total(img):
@@ -149,8 +150,8 @@ def test_maps_are_differentiable_jax_arrays(tiny, images):
 
 def _not_gap_model(kind):
     """A network whose logits are not an affine function of a global average."""
-    w = jax.random.normal(jax.random.key(0), (3, 3, 3, 4)) * 0.3
-    dense = jax.random.normal(jax.random.key(1), (4 * 8 * 8 if kind == "flatten" else 4, 5))
+    w = normal(0, (3, 3, 3, 4)) * 0.3
+    dense = normal(1, (4 * 8 * 8 if kind == "flatten" else 4, 5))
 
     def forward(p, x, tap):
         h = tap(
@@ -173,7 +174,7 @@ def _not_gap_model(kind):
 @pytest.mark.parametrize("kind", ["flatten", "max", "relu"])
 def test_cam_refuses_models_without_global_average_pooling(kind):
     model = _not_gap_model(kind)
-    x = jax.random.uniform(jax.random.key(0), (1, 8, 8, 3))
+    x = uniform(0, (1, 8, 8, 3))
     with pytest.raises(ValueError, match="global average pooling.*Grad-CAM applies"):
         cnnjax.cam(model, x)
     if kind == "flatten":

@@ -125,7 +125,7 @@ def test_demo_report_renders_in_a_headless_browser(demo_report, tmp_path):
 
 
 SYNTHESIS_RUNS = {
-    "visualize": ["--classes", "Trouser", "Bag", "--steps", "4", "--size", "28"],
+    "visualize": ["--classes", "Trouser", "Bag", "--preset", "plain", "--steps", "4", "--size", "28"],
     "dream": ["{coffee}", "--layers", "conv4", "--octaves", "2", "--steps", "2", "--max-size", "64"],
     "invert": ["{coffee}", "--layers", "conv2", "logits", "--steps", "5"],
     "style": ["{coffee}", "ihc", "--steps", "3", "--size", "32"],

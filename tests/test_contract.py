@@ -12,6 +12,7 @@ import pytest
 import cnnjax
 from cnnjax import LayerSpec, ModelSpec, Objective, ValueMapping
 from cnnjax.objectives import pytree_dataclass, static_field
+from _arrays import normal, uniform
 
 
 @pytree_dataclass
@@ -28,7 +29,7 @@ class ChannelMean(Objective):
         return jnp.mean(acts[self.layer][..., self.channel], axis=(1, 2))
 
 
-ACTS = {"a": jax.random.normal(jax.random.key(0), (3, 4, 4, 5)), "b": jnp.ones((3, 2, 2, 2))}
+ACTS = {"a": normal(0, (3, 4, 4, 5)), "b": jnp.ones((3, 2, 2, 2))}
 
 
 def test_algebra_matches_arithmetic():
@@ -145,7 +146,7 @@ def test_check_images_exact_size_and_passthrough():
 
 def test_value_mapping_round_trip():
     m = ValueMapping(mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 2.0), bgr=True)
-    x = jax.random.uniform(jax.random.key(3), (2, 5, 5, 3))
+    x = uniform(3, (2, 5, 5, 3))
     y = m(x)
     np.testing.assert_allclose(y[..., 0], (x[..., 2] - 0.1) / 0.5, rtol=1e-6)
     np.testing.assert_allclose(m.invert(y), x, rtol=1e-5, atol=1e-6)

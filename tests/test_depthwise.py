@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from cnnjax._src.depthwise import depthwise_conv
+from _arrays import normal
 
 
 @functools.cache
 def _noise():
     """One batch of jax.random normals; tests slice it (numpy) to avoid a compile per shape."""
-    return np.asarray(jax.random.normal(jax.random.key(0), (3, 4096)))
+    return np.asarray(normal(0, (3, 4096)))
 
 
 def _rand(shape, which):

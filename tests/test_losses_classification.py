@@ -10,8 +10,9 @@ from jax.test_util import check_grads
 import cnnjax
 from cnnjax.losses import carlini_wagner_loss, complement_cross_entropy, margin, softmax_cross_entropy
 from cnnjax.training import cross_entropy
+from _arrays import normal
 
-LOGITS = jax.random.normal(jax.random.key(0), (5, 7)) * 3.0
+LOGITS = normal(0, (5, 7)) * 3.0
 LABELS = jnp.asarray([0, 3, 6, 2, 3])
 
 

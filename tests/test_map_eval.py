@@ -1,14 +1,14 @@
 """Deletion / insertion AUC against an independent NumPy loop on a linear model, and the pointing
 game's closed forms."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import cnnjax
+from _arrays import normal, uniform
 
-W = np.asarray(jax.random.normal(jax.random.key(0), (8, 8)), np.float32)
+W = np.asarray(normal(0, (8, 8)), np.float32)
 
 
 def linear_model():
@@ -50,7 +50,7 @@ def _reference(x, m, steps, insert):
 
 def test_deletion_and_insertion_equal_a_numpy_loop_and_rank_maps():
     model = linear_model()
-    x = np.asarray(jax.random.uniform(jax.random.key(1), (1, 8, 8, 1)))
+    x = np.asarray(uniform(1, (1, 8, 8, 1)))
     good = W * x[0, ..., 0]  # each pixel's contribution to the logit
     maps = np.stack([good, -good])[None]  # [1, 2, 8, 8]: the truth and its reverse
     for metric, insert in ((cnnjax.saliency.deletion, False), (cnnjax.saliency.insertion, True)):

@@ -10,6 +10,7 @@ import pytest
 import cnnjax
 from cnnjax import receptive_field as rf
 from cnnjax.testing import tiny_cnn
+from _arrays import normal, uniform
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -32,9 +33,7 @@ def hand_net():
     c: max-pool 3, s2, pad 1 size 7 + 2*2 = 11,  jump 4, padding 1 + 1*2 = 3
     d: 3x3 dilated 2, pad 2  size 11 + 4*4 = 27, jump 4, padding 3 + 2*4 = 11
     """
-    keys = jax.random.split(jax.random.key(0), 3)
-    params = {"a": jax.random.normal(keys[0], (3, 3, 1, 4)), "b": jax.random.normal(keys[1], (5, 5, 4, 40)),
-              "d": jax.random.normal(keys[2], (3, 3, 40, 6))}  # fmt: skip
+    params = {"a": normal(0, (3, 3, 1, 4)), "b": normal(1, (5, 5, 4, 40)), "d": normal(2, (3, 3, 40, 6))}
 
     def forward(p, x, tap):
         h = tap("a", jax.nn.relu(_conv(x, p["a"], 1, ((1, 1), (1, 1)))))
@@ -144,7 +143,7 @@ def known_support_net():
 
 
 def _images(n, seed=0):
-    return jax.random.uniform(jax.random.key(seed), (n, 32, 32, 1))
+    return uniform(seed, (n, 32, 32, 1))
 
 
 def test_empirical_field_recovers_a_known_support(support_net):
@@ -184,7 +183,7 @@ def test_restricting_to_the_theoretical_field_changes_nothing(support_net):
 
 def test_empirical_several_units_at_once_equal_one_at_a_time(tiny):
     model = tiny
-    images = jax.random.uniform(jax.random.key(3), (3, 32, 32, 3))
+    images = uniform(3, (3, 32, 32, 3))
     both = rf.empirical(model, ["conv1", "conv3"], [2, None], images, top_k=2, patch=5, stride=4)
     alone = rf.empirical(model, "conv3", int(both.units[1]), images, top_k=2, patch=5, stride=4)
     np.testing.assert_allclose(both.maps[1], alone.maps[0], atol=1e-6)

@@ -13,6 +13,7 @@ from jax.test_util import check_grads
 from cnnjax import losses, objectives, param, priors, transforms
 from cnnjax.testing import tiny_cnn
 from cnnjax.transforms import _affine
+from _arrays import normal
 
 RNG = np.random.default_rng(0)
 
@@ -252,7 +253,7 @@ OBJECTIVES = {
 
 def test_every_objective_rises_under_gradient_ascent():
     resolved = {name: o.resolve(MODEL.spec, SHAPES) for name, o in OBJECTIVES.items()}
-    x0 = jnp.clip(0.5 + 0.1 * jax.random.normal(jax.random.key(1), (3, 32, 32, 3)), 0, 1)
+    x0 = jnp.clip(0.5 + 0.1 * normal(1, (3, 32, 32, 3)), 0, 1)
 
     @jax.jit
     def before_after(x0):  # all objectives in one compiled program: one compilation

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, TypeAlias
 
@@ -408,7 +409,8 @@ def unknown_message(kind: str, name: str, valid: Sequence[str], where: str) -> s
 class Model:
     """A model: a pure ``apply`` function, its ``params`` pytree and its ``spec``.
 
-    ``model(images, perturb=None)`` is shorthand for ``model.apply(model.params, images, ...)``.
+    ``model(images, perturb=None)`` is ``model.apply(model.params, images, ...)`` as one compiled
+    program (jitted once per model and shapes; inside a trace it is inlined like any function).
     Techniques take the bundle and differentiate ``apply`` with respect to images, params or
     perturbations as they need.
 
@@ -432,4 +434,18 @@ class Model:
     train_apply: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None
 
     def __call__(self, images: jax.Array, *, perturb: Mapping[str, jax.Array] | None = None):
-        return self.apply(self.params, images, perturb=perturb)
+        # Called eagerly, the forward pass would run (and compile) operation by operation.
+        return _jitted(self.apply)(self.params, images, perturb=perturb)
+
+
+_JITTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _jitted(apply: Callable) -> Callable:
+    """``jax.jit(apply)``, one wrapper per ``apply`` for as long as it lives."""
+    try:
+        return _JITTED[apply]
+    except KeyError:
+        return _JITTED.setdefault(apply, jax.jit(apply))
+    except TypeError:  # not weakly referenceable: a fresh wrapper (JAX's own cache still helps)
+        return jax.jit(apply)
