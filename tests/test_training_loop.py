@@ -163,4 +163,4 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     for name in a.files:
         np.testing.assert_array_equal(a[name], b[name])
     history = _record(tmp_path / "run" / "last.ckpt")["history"]
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in history] == [1, 2]

@@ -53,7 +53,9 @@ def minimise(
     optimizer: Optimizer,
     steps: int,
     hyperparams: Any = None,
-) -> tuple[Any, Any]:
+    *,
+    final: bool = False,
+) -> tuple[Any, ...]:
     """Run ``steps`` optimiser steps on N independent problems; one ``lax.scan``.
 
     Args:
@@ -68,10 +70,13 @@ def minimise(
       steps: the number of steps (static).
       hyperparams: with an optimizer function, its argument: a pytree whose leaves have a
         leading axis N (traced: new values never recompile).
+      final: also return ``aux`` at the final latents, computed by one more pass of the
+        loop's body with its update skipped: the network is compiled once, inside the loop,
+        instead of once more after it.
 
     Returns:
-      ``(final latents, aux stacked over steps)``; ``aux`` of step ``t`` is computed before
-      the ``t``-th update.
+      ``(final latents, aux stacked over steps)``, and with ``final`` the final ``aux``;
+      ``aux`` of step ``t`` is computed before the ``t``-th update.
     """
     n = jax.tree.leaves(latents)[0].shape[0]
     factory = not isinstance(optimizer, optax.GradientTransformation)
@@ -85,10 +90,7 @@ def minimise(
 
     grad_fn = jax.value_and_grad(total, has_aux=True)
 
-    def step(carry, keys):
-        z, state = carry
-        (_, (losses, aux)), g = grad_fn(z, keys)
-
+    def update(z, state, g, losses, keys):
         def update_one(g_i, state_i, z_i, loss_i, key_i, h_i):
             def value_fn(w):
                 return loss_fn(jax.tree.map(lambda a: a[None], w), key_i[None])[0][0]
@@ -96,14 +98,30 @@ def minimise(
             return opt_for(h_i).update(g_i, state_i, z_i, value=loss_i, grad=g_i, value_fn=value_fn)
 
         updates, state = jax.vmap(update_one)(g, state, z, losses, keys, hyperparams)
-        return (optax.apply_updates(z, updates), state), aux
+        return optax.apply_updates(z, updates), state
+
+    def step(carry, xs):
+        z, state = carry
+        keys, last = xs
+        (_, (losses, aux)), g = grad_fn(z, keys)
+        if final:  # the last pass only evaluates: its update is skipped
+            z, state = jax.lax.cond(last, lambda: (z, state), lambda: update(z, state, g, losses, keys))
+        else:
+            z, state = update(z, state, g, losses, keys)
+        return (z, state), aux
 
     if keys.shape != (n,):
         raise ValueError(f"minimise needs one key per problem ({n}), got keys of shape {keys.shape}")
     step_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, steps))(keys), 0, 1)  # [steps, N]
+    last = jnp.zeros((steps,), bool)
+    if final:
+        step_keys = jnp.concatenate([step_keys, jax.vmap(lambda k: jax.random.fold_in(k, steps))(keys)[None]])
+        last = jnp.arange(steps + 1) == steps
     state = jax.vmap(lambda z, h: opt_for(h).init(z))(latents, hyperparams)
-    (latents, _), history = jax.lax.scan(step, (latents, state), step_keys)
-    return latents, history
+    (latents, _), history = jax.lax.scan(step, (latents, state), (step_keys, last))
+    if not final:
+        return latents, history
+    return latents, jax.tree.map(lambda a: a[:-1], history), jax.tree.map(lambda a: a[-1], history)
 
 
 def apply_stacked(apply: Callable, params: Any, images: jax.Array, layers: Sequence[str]) -> Activations:

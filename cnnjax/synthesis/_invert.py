@@ -124,13 +124,14 @@ def _run(
 
     def loss_fn(latents, step_keys):
         error, prior, _ = parts(latents)
-        return error + prior, error + prior
+        return error + prior, (error + prior, error)
 
     latents = jax.vmap(param.init)(keys)
     problems = keys.shape[0]
     rates = {k: jnp.broadcast_to(hyper[k], (problems,)) for k in ("learning_rate", "momentum")}
-    latents, history = minimise(loss_fn, latents, keys, _optimizer(steps), steps, rates)
-    error, _, images = parts(latents)
+    latents, (history, _), (_, error) = minimise(loss_fn, latents, keys, _optimizer(steps), steps, rates,
+                                                 final=True)  # fmt: skip
+    images = jax.vmap(param.to_image)(latents)[:, 0]
     return images, error, history.T
 
 

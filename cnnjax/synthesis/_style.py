@@ -183,15 +183,18 @@ def _run(
     def loss_fn(x, keys):
         c_loss, s_loss = parts(x)
         total = w_content * c_loss + w_style * s_loss + w_tv * _losses.total_variation(x)
-        return total, total
+        return total, (total, c_loss, s_loss)
 
     if from_noise:
         start = jnp.clip(0.5 + 0.1 * jax.random.normal(key, content.shape), 0.0, 1.0)
     else:
         start = content
-    _, initial_style = parts(start)
-    x, history = minimise(loss_fn, start, jax.random.split(key, problems), optimizer, steps, hyperparams)
-    c_loss, s_loss = parts(x)
+    # The loop's forward pass gives the losses at the start (its first step) and at the end
+    # (one more pass, its update skipped): the network is compiled once, in the loop.
+    x, (history, _, style_history), (_, c_loss, s_loss) = minimise(
+        loss_fn, start, jax.random.split(key, problems), optimizer, steps, hyperparams, final=True
+    )
+    initial_style = style_history[0]
     if preserve_color:
         x = jnp.clip(
             from_yiq(jnp.concatenate([to_yiq(x)[..., :1], to_yiq(colour)[..., 1:]], axis=-1)), 0.0, 1.0

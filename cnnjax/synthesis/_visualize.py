@@ -148,11 +148,17 @@ def _run(apply, params, objective, key, hyperparams, *, param, transform, optimi
         return jax.vmap(lambda o, a: o(a))(objs, acts)  # [N, batch]
 
     def loss_fn(latents, step_keys):
-        s = scores(latents, step_keys if transform is not None else None).sum(axis=1)
-        return -s, s
+        s = scores(latents, step_keys if transform is not None else None)  # [N, batch]
+        return -s.sum(axis=1), s
 
-    latents, history = minimise(loss_fn, jax.vmap(param.init)(k_init), k_run, optimizer, steps, hyperparams)
-    final = scores(latents, None).reshape(t, restarts, -1)
+    latents = jax.vmap(param.init)(k_init)
+    if transform is None:  # the loop's own forward pass scores the final images
+        latents, history, final = minimise(loss_fn, latents, k_run, optimizer, steps, hyperparams, final=True)
+    else:  # the final images are scored untransformed, by one more forward pass
+        latents, history = minimise(loss_fn, latents, k_run, optimizer, steps, hyperparams)
+        final = scores(latents, None)
+    history = history.sum(axis=-1)  # [steps, N]
+    final = final.reshape(t, restarts, -1)
     totals = final.sum(axis=2)
     best = jnp.argmax(jnp.where(jnp.isfinite(totals), totals, -jnp.inf), axis=1)
     images = jax.vmap(param.to_image)(latents)
