@@ -101,7 +101,8 @@ def _cmd_train(args) -> int:
     print(f"validation accuracy {manifest['validation_accuracy']:.4f}, "
           f"test accuracy {manifest['test_accuracy']:.4f}")  # fmt: skip
     print(f"wrote {args.out / manifest['file']}, {args.out / 'fashionnet.json'} and the curves "
-          f"{args.out / 'curves.png'}; load it with cnnjax.load_model('fashionnet', weights_dir='{args.out}')")  # fmt: skip
+          f"{args.out / 'curves.png'}; load it with "
+          f"cnnjax.load_model('fashionnet', weights_dir='{args.out}')")  # fmt: skip
     return 0
 
 
@@ -328,6 +329,7 @@ def _cmd_attack(args) -> int:
     print(f"wrote {save_image(out, fig)}")
     return 0
 
+
 def _cmd_demo(args) -> int:
     from cnnjax.report import run_demo
 
@@ -412,8 +414,10 @@ def _cmd_rf(args) -> int:
           f"{field.size[0]}x{field.size[1]} pixels, stride {field.stride[0]}x{field.stride[1]}, padding "
           f"{field.padding[0]} top / {field.padding[1]} left"
           + (f" (the spec's hand-derived size: {hand})" if hand else ""))  # fmt: skip
-    print(f"  position (0, 0): centre ({cy[0]:g}, {cx[0]:g}), pixels {field.box(0, 0)}; "
-          f"position ({h - 1}, {w - 1}): centre ({cy[-1]:g}, {cx[-1]:g}), pixels {field.box(h - 1, w - 1)}")
+    print(
+        f"  position (0, 0): centre ({cy[0]:g}, {cx[0]:g}), pixels {field.box(0, 0)}; "
+        f"position ({h - 1}, {w - 1}): centre ({cy[-1]:g}, {cx[-1]:g}), pixels {field.box(h - 1, w - 1)}"
+    )
     if images is None:
         return 0
     k = min(args.top_k, len(images))
@@ -421,8 +425,9 @@ def _cmd_rf(args) -> int:
                        progress=not args.quiet)  # fmt: skip
     eff = rf.effective(model, layer, images, units=args.unit)
     print(f"  unit {args.unit}: empirical receptive field {emp.sizes[0]:.1f} px (occlusion, top {k} of "
-          f"{len(images)} images, {emp.copies[0]} occluded copies); effective {eff.sizes[0]:.1f} px (gradient "
-          f"at position {tuple(int(v) for v in eff.positions[0])}); theoretical {field.size[0]} px")  # fmt: skip
+          f"{len(images)} images, {emp.copies[0]} occluded copies); effective {eff.sizes[0]:.1f} px "
+          f"(gradient at position {tuple(int(v) for v in eff.positions[0])}); theoretical "
+          f"{field.size[0]} px")  # fmt: skip
     out = args.out or Path(f"rf_{layer}_{args.unit}.png")
     save_image(out, heatmap(emp.maps[0]))
     print(f"wrote {out}")
@@ -450,8 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None, help="folder with the data set's files")
     p.add_argument("--download", action="store_true", help="download the data set if it is missing")
     p.add_argument("--epochs", type=_positive_int, default=24)
-    p.add_argument("--optimizer", choices=["heavy_ball", "notes"], default="heavy_ball",
-                   help="momentum form: optax's heavy ball (default) or the course notes'")
+    p.add_argument(
+        "--optimizer",
+        choices=["heavy_ball", "notes"],
+        default="heavy_ball",
+        help="momentum form: optax's heavy ball (default) or the course notes'",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--learning-rate", type=_positive_float, default=0.05, help="learning rate (0.05)")
     p.add_argument("--key", type=int, default=0, help="random seed (0)")
@@ -484,8 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dream", help="DeepDream a photo")
     p.add_argument("image", metavar="IMAGE")
-    p.add_argument("--layers", nargs="+", default=["block_6"], metavar="L",
-                   help="layers to amplify (block_6)")
+    p.add_argument(
+        "--layers", nargs="+", default=["block_6"], metavar="L", help="layers to amplify (block_6)"
+    )
     p.add_argument("--octaves", type=_positive_int, default=4)
     p.add_argument("--steps", type=_positive_int, default=10, help="steps per octave (10)")
     p.add_argument("--learning-rate", type=_positive_float, default=1.5, help="grey levels per step (1.5)")
@@ -506,10 +516,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("style", help="paint a photo in the style of others")
     p.add_argument("content", metavar="CONTENT")
-    p.add_argument("styles", nargs="+", metavar="STYLE",
-                   help="style images, or the bundled 'ihc', 'hubble_deep_field'")
-    p.add_argument("--blend", type=_nonnegative_float, nargs="+", default=None, metavar="W",
-                   help="one weight per style image")
+    p.add_argument(
+        "styles", nargs="+", metavar="STYLE", help="style images, or the bundled 'ihc', 'hubble_deep_field'"
+    )
+    p.add_argument(
+        "--blend",
+        type=_nonnegative_float,
+        nargs="+",
+        default=None,
+        metavar="W",
+        help="one weight per style image",
+    )
     p.add_argument("--style-weight", type=_nonnegative_float, default=30.0)
     p.add_argument("--preserve-color", action="store_true", help="transfer luminance only, keep the colours")
     p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
@@ -533,8 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attack", help="fool the model: an adversarial example and its figure")
     p.add_argument("image", metavar="IMAGE", help="an image file (any format Pillow reads)")
     p.add_argument("--method", choices=list(_ATTACKS), default="pgd", help="the attack (pgd)")
-    p.add_argument("--eps", type=_fraction, default=None,
-                   help="radius in [0, 1] pixel units, fractions allowed: 2/255 (default; L2: 0.5)")
+    p.add_argument(
+        "--eps",
+        type=_fraction,
+        default=None,
+        help="radius in [0, 1] pixel units, fractions allowed: 2/255 (default; L2: 0.5)",
+    )
     p.add_argument("--norm", choices=["inf", "2"], default="inf", help="bim and pgd: L-inf or L2 ball")
     p.add_argument("--target", default=None, metavar="CLASS", help="class index or name: a targeted attack")
     p.add_argument("--steps", type=_positive_int, default=None, help="iterations (the attack's default)")
@@ -563,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rf", help="receptive fields of a layer: theoretical, and a unit's empirical one")
     p.add_argument("--layer", required=True, help="a spatial layer")
-    p.add_argument("--unit", type=_non_negative_int, default=None, help="a channel: its empirical field")
+    p.add_argument("--unit", type=_nonnegative_int, default=None, help="a channel: its empirical field")
     p.add_argument("--images", type=Path, default=None, metavar="DIR", help="candidate images (samples)")
     p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="images averaged (5)")
     p.add_argument("--patch", type=_positive_int, default=11, help="occluder side in pixels (11)")
@@ -607,17 +628,6 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number or a fraction (2/255), got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    """An argparse type: an int >= 0 (a channel index)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
     return value
 
 

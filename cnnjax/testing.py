@@ -70,11 +70,15 @@ def tiny_cnn(
     for i in range(3):
         cin, cout = widths[i], widths[i + 1]
         params[f"conv{i + 1}"] = {
-            "w": jnp.asarray((rng.normal(size=(3, 3, cin, cout)) * (2.0 / (9 * cin)) ** 0.5).astype(np.float32)),
+            "w": jnp.asarray(
+                (rng.normal(size=(3, 3, cin, cout)) * (2.0 / (9 * cin)) ** 0.5).astype(np.float32)
+            ),
             "b": jnp.asarray((rng.normal(size=(cout,)) * 0.05).astype(np.float32)),
         }
     params["dense"] = {
-        "w": jnp.asarray((rng.normal(size=(widths[-1], num_classes)) * (1.0 / widths[-1]) ** 0.5).astype(np.float32)),
+        "w": jnp.asarray(
+            (rng.normal(size=(widths[-1], num_classes)) * (1.0 / widths[-1]) ** 0.5).astype(np.float32)
+        ),
         "b": jnp.asarray((rng.normal(size=(num_classes,)) * 0.05).astype(np.float32)),
     }
 

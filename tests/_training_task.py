@@ -32,7 +32,10 @@ def tiny_cnn(seed=0):
     # NumPy draws the weights: eager jax.random calls would compile a program per shape.
     rng = np.random.default_rng(seed)
     params = {
-        "conv": {"w": jnp.asarray(rng.normal(0, 0.3, (3, 3, 1, 8)).astype(np.float32)), "bias": jnp.zeros((8,))},
+        "conv": {
+            "w": jnp.asarray(rng.normal(0, 0.3, (3, 3, 1, 8)).astype(np.float32)),
+            "bias": jnp.zeros((8,)),
+        },
         "dense": {"w": jnp.asarray(rng.normal(0, 0.3, (4, 4)).astype(np.float32)), "bias": jnp.zeros((4,))},
     }
 

@@ -42,7 +42,11 @@ DEMO_FIXTURES = {"demo_report", "demo_results"}
 def pytest_unconfigure(config):
     """The run's own cache folder goes when the run ends (in the process that made it)."""
     owned = os.environ.get("CNNJAX_TEST_OWNS_XLA_CACHE")
-    if owned and not os.environ.get("PYTEST_XDIST_WORKER") and owned == os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    if (
+        owned
+        and not os.environ.get("PYTEST_XDIST_WORKER")
+        and owned == os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    ):
         shutil.rmtree(owned, ignore_errors=True)
 
 

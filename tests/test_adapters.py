@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _arrays import normal, uniform
 from flax import nnx
 
 import cnnjax
 from cnnjax import ValueMapping
-from _arrays import normal, uniform
 
 MAPPING = ValueMapping(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
 LAYERS = ("input", "conv1", "conv2", "dense", "logits")

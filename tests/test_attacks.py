@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import cnnjax
-from cnnjax.testing import count_compiles, tiny_cnn
 from cnnjax.attacks import (
     bim,
     carlini_wagner,
@@ -20,7 +19,7 @@ from cnnjax.attacks import (
     robustness_curve,
 )
 from cnnjax.report import robustness_plot
-from cnnjax.testing import check_technique_contract
+from cnnjax.testing import check_technique_contract, count_compiles, tiny_cnn
 
 SIZE = 8  # linear model: 8 x 8 x 3 = 192 inputs
 
@@ -134,8 +133,12 @@ def test_lbfgs_and_carlini_wagner_find_the_minimal_perturbation_of_a_linear_mode
 # random; shapes are fixed, so each norm compiles once and the cases are new array values.
 _RNG = np.random.default_rng(2024)
 PGD_CASES = [
-    (int(_RNG.integers(2**31)), norm, _RNG.choice([0.0, 1e-37, 1e-4, *_RNG.uniform(0, 0.5, 5)], 2),
-     _RNG.uniform(1e-3, 0.5))
+    (
+        int(_RNG.integers(2**31)),
+        norm,
+        _RNG.choice([0.0, 1e-37, 1e-4, *_RNG.uniform(0, 0.5, 5)], 2),
+        _RNG.uniform(1e-3, 0.5),
+    )
     for norm in ("inf", 2)
     for _ in range(6)
 ]

@@ -6,12 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cnnjax.testing import check_technique_contract
+from _arrays import normal, uniform
 
 import cnnjax
 from cnnjax import receptive_field as rf
-from cnnjax.testing import count_compiles, tiny_cnn
-from _arrays import normal, uniform
+from cnnjax.testing import check_technique_contract, count_compiles, tiny_cnn
 
 
 @pytest.fixture(scope="module")

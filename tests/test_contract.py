@@ -8,11 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _arrays import normal, uniform
 
 import cnnjax
 from cnnjax import LayerSpec, ModelSpec, Objective, ValueMapping
 from cnnjax.objectives import pytree_dataclass, static_field
-from _arrays import normal, uniform
 
 
 @pytree_dataclass
@@ -86,8 +86,11 @@ def test_objective_gradient_rises_under_ascent():
 SPEC = ModelSpec(
     name="toy",
     input_size=(16, 16),
-    layers=(LayerSpec("input", (16, 16, 3), 1, 1), LayerSpec("conv", (8, 8, 4), 2, 3),
-            LayerSpec("logits", (3,))),  # fmt: skip
+    layers=(
+        LayerSpec("input", (16, 16, 3), 1, 1),
+        LayerSpec("conv", (8, 8, 4), 2, 3),
+        LayerSpec("logits", (3,)),
+    ),  # fmt: skip
     class_names=("tabby, tabby cat", "tiger cat", "espresso"),
 )
 

@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _arrays import normal, uniform
 
 from cnnjax._src.conv import patch_conv
 from cnnjax.models._efficientnet import _relu6
-from _arrays import normal, uniform
 
 
 @pytest.mark.parametrize("stride, padding, hw", [(2, "SAME", 11), (2, "SAME", 12), (1, "SAME", 9),

@@ -19,10 +19,11 @@ import pytest
 from PIL import Image
 
 from cnnjax import data
-from cnnjax.data import _idx, _split
 from cnnjax.data import (
     FASHION_MNIST_CLASSES,
     Dataset,
+    _idx,
+    _split,
     batches,
     channel_stats,
     epoch_permutation,

@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _arrays import normal
 
 from cnnjax._src.depthwise import depthwise_conv
-from _arrays import normal
 
 
 @functools.cache

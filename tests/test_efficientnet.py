@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import cnnjax
+from cnnjax._src.safetensors import read_safetensors, write_safetensors
 from cnnjax._src.samples import sample_photos
 from cnnjax.models import _convert as convert
 from cnnjax.models._pth import read_pth_bytes
-from cnnjax._src.safetensors import read_safetensors, write_safetensors
 from cnnjax.models._weights import weights_dir
 
 CATS = {281, 282, 285}  # tabby, tiger cat, Egyptian cat

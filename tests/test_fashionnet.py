@@ -7,12 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _arrays import uniform
 
 import cnnjax
-from cnnjax.models._weights import weights_dir
 from cnnjax import data
+from cnnjax.models._weights import weights_dir
 from cnnjax.training import evaluate
-from _arrays import uniform
 
 REAL_FASHION_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 

@@ -33,6 +33,10 @@ def _imports_of_private_names(path: Path):
 
 
 def test_no_private_names_cross_modules():
-    files = [*(ROOT / "cnnjax").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"), *(ROOT / "weights").glob("*.py")]
+    files = [
+        *(ROOT / "cnnjax").rglob("*.py"),
+        *(ROOT / "benchmarks").glob("*.py"),
+        *(ROOT / "weights").glob("*.py"),
+    ]
     found = [line for path in files for line in _imports_of_private_names(path)]
     assert not found, "\n".join(found)

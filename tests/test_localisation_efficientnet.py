@@ -4,11 +4,11 @@ objects."""
 
 import numpy as np
 import pytest
+from _arrays import uniform
 
 import cnnjax
 from cnnjax import receptive_field as rf
 from cnnjax.models._efficientnet import EfficientNetLite0
-from _arrays import uniform
 
 # Ground-truth boxes (top, left, bottom, right; bottom/right exclusive) in the 224x224 crops of
 # cnnjax.sample_photos(), measured by hand: each crop was drawn 3x enlarged with an 8-pixel grid

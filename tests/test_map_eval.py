@@ -4,9 +4,9 @@ game's closed forms."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _arrays import normal, uniform
 
 import cnnjax
-from _arrays import normal, uniform
 
 W = np.asarray(normal(0, (8, 8)), np.float32)
 
@@ -70,11 +70,20 @@ def test_pointing_game_hits_within_15_pixels():
         maps[i, 0, y, x] = 1.0
     boxes = np.array([[40, 40, 61, 61]] * 4)  # rows/cols 40..60 inclusive
     # Inside; 15 px right of the box; 16 px right; sqrt(25^2 + 25^2) away diagonally.
-    np.testing.assert_array_equal(cnnjax.saliency.pointing_game(maps, boxes)[:, 0], [True, True, False, False])
+    np.testing.assert_array_equal(
+        cnnjax.saliency.pointing_game(maps, boxes)[:, 0], [True, True, False, False]
+    )
     masks = np.zeros((4, 100, 100), bool)
     masks[:, 40:61, 40:61] = True
-    np.testing.assert_array_equal(cnnjax.saliency.pointing_game(maps, masks=masks)[:, 0], [True, True, False, False])
-    assert cnnjax.saliency.pointing_game(maps[:, 0], boxes, tolerance=30).tolist() == [True, True, True, False]
+    np.testing.assert_array_equal(
+        cnnjax.saliency.pointing_game(maps, masks=masks)[:, 0], [True, True, False, False]
+    )
+    assert cnnjax.saliency.pointing_game(maps[:, 0], boxes, tolerance=30).tolist() == [
+        True,
+        True,
+        True,
+        False,
+    ]
 
 
 def test_bad_input_is_refused():

@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _arrays import normal, uniform
 
 import cnnjax
 from cnnjax import receptive_field as rf
 from cnnjax.testing import tiny_cnn
-from _arrays import normal, uniform
 
 DN = ("NHWC", "HWIO", "NHWC")
 

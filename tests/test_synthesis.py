@@ -157,9 +157,13 @@ def test_style_transfer_sweeps_weights_and_learning_rates_in_one_program():
     kw = dict(content_layer="conv3", style_layers=("conv1", "conv2"), steps=6)
     jax.random.key(0)  # the int seed's key, made once per process
     with count_compiles() as first:
-        a = cnnjax.style_transfer(TINY, content, style, style_weight=[10.0, 30.0], learning_rate=[0.01, 0.05], **kw)
+        a = cnnjax.style_transfer(
+            TINY, content, style, style_weight=[10.0, 30.0], learning_rate=[0.01, 0.05], **kw
+        )
     with count_compiles() as second:
-        b = cnnjax.style_transfer(TINY, content, style, style_weight=[3.0, 100.0], learning_rate=[0.03, 0.002], **kw)
+        b = cnnjax.style_transfer(
+            TINY, content, style, style_weight=[3.0, 100.0], learning_rate=[0.03, 0.002], **kw
+        )
     # One program (compiled now, or already by another test) serves both sweeps.
     assert first.names in ([], ["jit(_run)"]) and second.n == 0, (first.names, second.names)
     assert a.images.shape == b.images.shape == (2, 32, 32, 3)

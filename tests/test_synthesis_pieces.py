@@ -7,13 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _arrays import normal
 from jax.scipy.ndimage import map_coordinates
 from jax.test_util import check_grads
 
 from cnnjax import losses, objectives, param, priors, transforms
 from cnnjax.testing import tiny_cnn
 from cnnjax.transforms import _affine
-from _arrays import normal
 
 RNG = np.random.default_rng(0)
 
@@ -114,7 +114,7 @@ def test_image_parameterization_is_in_range_and_cached():
     assert m.shape == (3, 3)
     with pytest.raises(ValueError, match="decorrelation needs 3 channels"):
         param.image(16, channels=1)
-    with pytest.raises(ValueError, match="height must be a positive int"):
+    with pytest.raises(ValueError, match="height must be an integer >= 1"):
         param.pixel(0)
 
 
@@ -182,10 +182,10 @@ def test_vmapped_transforms_draw_their_own_randomness():
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: transforms.pad(-1), "non-negative int"),
+        (lambda: transforms.pad(-1), "must be an integer >= 0"),
         (lambda: transforms.pad(2, mode="wrap"), "pad mode"),
         (lambda: transforms.random_scale((1.0, 0.0)), "scales must be > 0"),
-        (lambda: transforms.gaussian_blur(0.0), "sigma must be > 0"),
+        (lambda: transforms.gaussian_blur(0.0), "sigma must be a finite number > 0"),
         (lambda: transforms.jitter(20)(jax.random.key(0), jnp.zeros((1, 8, 8, 3))), "not smaller than"),
     ],
 )

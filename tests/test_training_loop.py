@@ -41,7 +41,9 @@ def test_end_to_end_training_reaches_accuracy(tmp_path):
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == list(range(1, len(result.history) + 1))
     assert (tmp_path / "best.ckpt").is_file() and (tmp_path / "last.ckpt").is_file()
-    curves = np.asarray(Image.fromarray(np.uint8(255 * training_curves(result.history))))  # the report draws it
+    curves = np.asarray(
+        Image.fromarray(np.uint8(255 * training_curves(result.history)))
+    )  # the report draws it
     assert curves.shape == (300, 960, 3)
     blue = np.all(np.abs(curves.astype(int) - [74, 123, 208]) <= 2, axis=-1).sum()
     assert blue > 200  # the training curves are drawn

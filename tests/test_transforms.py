@@ -43,7 +43,7 @@ def test_random_crop_per_image():
         offsets.add(hits[0])
     assert len(offsets) > 1  # the images drew their own offsets
     np.testing.assert_array_equal(transforms.random_crop(0)(key, x), x)
-    with pytest.raises(ValueError, match="non-negative int"):
+    with pytest.raises(ValueError, match="must be an integer >= 0"):
         transforms.random_crop(-1)
 
 

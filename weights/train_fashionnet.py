@@ -24,7 +24,10 @@ def main() -> int:
     config = FashionConfig(epochs=args.epochs)
     result, manifest = train_fashionnet(args.data, args.out, config, checkpoint_dir=args.checkpoints)
     print(result.message)
-    print(f"validation accuracy {manifest['validation_accuracy']:.4f}, test accuracy {manifest['test_accuracy']:.4f}")
+    print(
+        f"validation accuracy {manifest['validation_accuracy']:.4f}, "
+        f"test accuracy {manifest['test_accuracy']:.4f}"
+    )
     return 0
 
 

@@ -210,7 +210,9 @@ def check_floats(
     try:
         arr = np.asarray(value, np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number {want} or a 1-D sequence of them, got {value!r:.60}") from None
+        raise ValueError(
+            f"{name} must be a finite number {want} or a 1-D sequence of them, got {value!r:.60}"
+        ) from None
     if arr.ndim > 1 or arr.size == 0:
         raise ValueError(f"{name} must be a number or a non-empty 1-D sequence, got shape {arr.shape}")
     arr = arr.reshape(-1)

@@ -42,8 +42,12 @@ def patch_conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding="SAME")
     ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
     patches = jnp.concatenate(
         [
-            lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, cin),
-                      (1, stride, stride, 1))  # fmt: skip
+            lax.slice(
+                xp,
+                (0, i, j, 0),
+                (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, cin),
+                (1, stride, stride, 1),
+            )  # fmt: skip
             for i in range(kh)
             for j in range(kw)
         ],

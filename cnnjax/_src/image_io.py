@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import math
-import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from cnnjax._src.atomic import atomic_write
+from cnnjax._src.checks import check_float, check_int, check_positive_int
 
 __all__ = ["image_grid", "load_image", "load_images", "save_image"]
 
@@ -159,9 +159,7 @@ def load_images(
     return batch
 
 
-def image_grid(
-    images: Any, cols: int | None = None, pad: int = 2, pad_value: float = 1.0
-) -> np.ndarray:
+def image_grid(images: Any, cols: int | None = None, pad: int = 2, pad_value: float = 1.0) -> np.ndarray:
     """Tile a batch of images into one image, row by row.
 
     Args:
@@ -190,10 +188,8 @@ def image_grid(
         raise ValueError(f"images must be a non-empty [n, h, w, c] array, got {images.shape}")
     n, h, w, c = images.shape
     cols = min(n, math.ceil(math.sqrt(n)) if cols is None else _positive_int(cols, "cols"))
-    if isinstance(pad, bool) or not isinstance(pad, numbers.Integral) or pad < 0:
-        raise ValueError(f"pad must be a non-negative int, got {pad!r}")
-    if not 0.0 <= pad_value <= 1.0:
-        raise ValueError(f"pad_value must be in [0, 1], got {pad_value!r}")
+    pad = check_int(pad, "pad", lo=0)
+    pad_value = check_float(pad_value, "pad_value", lo=0.0, hi=1.0)
     rows = math.ceil(n / cols)
     grid = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), pad_value, np.float32)
     for i, image in enumerate(images):
@@ -236,9 +232,7 @@ def save_image(path: str | os.PathLike[str], images: Any) -> Path:
     path = Path(path)
     fmt = _SAVE_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(
-            f"{path}: unsupported suffix {path.suffix!r}; use one of {sorted(_SAVE_FORMATS)}"
-        )
+        raise ValueError(f"{path}: unsupported suffix {path.suffix!r}; use one of {sorted(_SAVE_FORMATS)}")
     pixels = _as_unit_float(images)
     if pixels.ndim == 4 and pixels.shape[0] == 1:
         pixels = pixels[0]
@@ -273,9 +267,7 @@ def _check_image_file(path: str | os.PathLike[str]) -> Path:
 
 
 def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+    return check_positive_int(value, name)
 
 
 def _parse_size(size: Any) -> tuple[int, int] | None:

@@ -68,9 +68,7 @@ def class_indices(spec: ModelSpec, classes: Any, what: str = "classes") -> np.nd
 
 
 def _has_str(values: Any) -> bool:
-    return isinstance(values, (list, tuple)) and any(
-        isinstance(v, str) or _has_str(v) for v in values
-    )
+    return isinstance(values, (list, tuple)) and any(isinstance(v, str) or _has_str(v) for v in values)
 
 
 def _as_index(value: Any, what: str) -> int:

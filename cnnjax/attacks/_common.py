@@ -56,7 +56,6 @@ class AttackResult(NamedTuple):
     c: jax.Array | None = None
 
 
-
 def check_norm(norm: Any) -> str:
     if isinstance(norm, numbers.Real) and not isinstance(norm, bool):
         text = "inf" if norm == math.inf else str(norm)
@@ -99,7 +98,9 @@ def targets_or_labels(model: Model, images: jax.Array, labels: Any, targets: Any
     n = images.shape[0]
     if targets is not None:
         if labels is not None:
-            classes_per_image(model.spec, labels, n, "labels")  # checked, though a targeted attack ignores them
+            classes_per_image(
+                model.spec, labels, n, "labels"
+            )  # checked, though a targeted attack ignores them
         return jnp.asarray(classes_per_image(model.spec, targets, n, "targets")), True
     if labels is not None:
         return jnp.asarray(classes_per_image(model.spec, labels, n, "labels")), False
@@ -112,7 +113,9 @@ def top1(model: Model, images: jax.Array) -> jax.Array:
     Asks for classify's default top_k (5) and keeps the first, so a batch that was already
     classified reuses that compiled program instead of compiling another forward pass.
     """
-    return jnp.asarray(np.asarray(classify(model, images, top_k=min(5, model.spec.num_classes)).classes)[:, 0])
+    return jnp.asarray(
+        np.asarray(classify(model, images, top_k=min(5, model.spec.num_classes)).classes)[:, 0]
+    )
 
 
 def resolve_classes(model: Model, images: jax.Array, classes: jax.Array | None, targeted: bool):

@@ -27,8 +27,8 @@ import optax
 from cnnjax import param as _param
 from cnnjax import priors as _priors
 from cnnjax._src.checks import MAX_STEPS, as_key, check_finite_run, check_float, check_int, check_positive_int
-from cnnjax._src.targets import class_indices
 from cnnjax._src.contract import Model
+from cnnjax._src.targets import class_indices
 from cnnjax.objectives import class_log_probability
 from cnnjax.synthesis import visualize
 

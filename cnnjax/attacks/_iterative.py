@@ -40,7 +40,6 @@ from cnnjax.losses import softmax_cross_entropy
 __all__ = ["attack_loss", "bim", "fgm", "fgsm", "pgd"]
 
 
-
 def attack_loss(logits, classes, targeted):
     """The loss the attack minimises: CE to the target, or minus CE to the label (per image)."""
     ce = softmax_cross_entropy(logits, classes)
@@ -122,7 +121,8 @@ def _iterative(apply, params, images, classes, targeted, eps, learning_rate, key
 
 def _run(model, images, labels, targets, *, eps, norm, steps, learning_rate, default_step,
                    random_start, restarts, early_stop, key, name) -> AttackResult:  # fmt: skip
-    """Check everything, then run :func:`_iterative`; ``learning_rate=None`` is ``default_step * eps / steps``."""
+    """Check everything, then run :func:`_iterative`; ``learning_rate=None`` is
+    ``default_step * eps / steps``."""
     images = model.spec.check_images(images)
     norm = check_norm(norm)
     eps_arr, scalar = check_epsilons(eps, norm, math.prod(images.shape[1:]))

@@ -38,7 +38,6 @@ __all__ = ["carlini_wagner", "lbfgs"]
 _TANH_SHRINK = 1e-6
 
 
-
 def _box_map(x: jax.Array):
     """``w -> image`` with the image in [0, 1] for every real ``w``, and ``w0`` mapping to ``x``.
 

@@ -14,7 +14,6 @@ from cnnjax.attacks._common import check_norm
 __all__ = ["col", "per_example", "project", "steepest_descent", "unit_ball_noise"]
 
 
-
 def per_example(inner: optax.GradientTransformation) -> optax.GradientTransformation:
     """Apply a transformation to each example (leading axis) on its own, e.g. a per-image norm.
 

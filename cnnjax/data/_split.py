@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
-from cnnjax._src.checks import as_key, check_positive_int, numpy_seed
+from cnnjax._src.checks import as_key, check_float, check_positive_int, numpy_seed
 from cnnjax.data._dataset import Dataset
 
 __all__ = ["batches", "channel_stats", "epoch_permutation", "split", "split_indices", "split_train_val"]
@@ -154,10 +153,7 @@ def split_train_val(train: Dataset, val_fraction: float = 0.2, *, key: Any = 0) 
       >>> [len(part) for part in split_train_val(ds, 0.2)]
       [8, 2]
     """
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real):
-        raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    val_fraction = check_float(val_fraction, "val_fraction", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     fractions = (1.0 - float(val_fraction), float(val_fraction))
     indices = split_indices(train.labels, fractions, key=key, names=_SPLIT_NAMES[:2])
     kept, val = (train.take(i) for i in indices)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from cnnjax._src.checks import check_float, is_concrete
+
 __all__ = ["gram", "style", "content", "inversion", "softmax_smoothing"]
 
 
@@ -139,7 +141,7 @@ def softmax_smoothing(features: jax.Array, temperature: float = 1.0) -> jax.Arra
     f = jnp.asarray(features, jnp.float32)
     if f.ndim != 4:
         raise ValueError(f"softmax_smoothing needs features [n, h, w, c], got shape {f.shape}")
-    if isinstance(temperature, (int, float)) and not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if is_concrete(temperature):
+        temperature = check_float(temperature, "temperature", lo=0.0, lo_open=True)
     s = jnp.std(f, axis=(1, 2, 3), keepdims=True) + 1e-6
     return jax.nn.softmax(f / (s * temperature), axis=-1) * f.shape[-1]

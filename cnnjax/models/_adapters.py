@@ -299,9 +299,7 @@ def from_linen(module: Any, variables: Any, spec: ModelSpec | None = None, **spe
             return out
 
         with nn.intercept_methods(interceptor):
-            logits, state = module.apply(
-                variables, x, capture_intermediates=True, mutable=["intermediates"]
-            )
+            logits, state = module.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
         for path, value in _flatten_intermediates(state["intermediates"]):
             if path:  # the root's own output is the logits
                 tap.acts["/".join(path)] = value

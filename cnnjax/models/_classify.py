@@ -90,4 +90,3 @@ def classify(model: Model, images, top_k: int = 5) -> ClassifyResult:
     probs, idx, finite = _top_k(model.apply, model.params, images, top_k)
     _check_finite(model, finite)
     return ClassifyResult(probs, idx)
-

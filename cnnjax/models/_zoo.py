@@ -36,8 +36,7 @@ def module_tensors(module) -> dict[str, np.ndarray]:
     from flax import nnx
 
     return {
-        ".".join(map(str, path)): np.asarray(var[...])
-        for path, var in nnx.to_flat_state(nnx.state(module))
+        ".".join(map(str, path)): np.asarray(var[...]) for path, var in nnx.to_flat_state(nnx.state(module))
     }
 
 

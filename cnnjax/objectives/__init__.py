@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax._src.checks import is_concrete
-from cnnjax._src.contract import ModelSpec, Objective, pytree_dataclass, static_field
 from cnnjax import losses as _losses
+from cnnjax._src.checks import check_float, is_concrete
+from cnnjax._src.contract import ModelSpec, Objective, pytree_dataclass, static_field
 
 __all__ = [
     "Objective",
@@ -304,8 +304,7 @@ class TotalVariation(Objective):
 def total_variation(beta: float = 2.0) -> Objective:
     """The input's total variation (:func:`cnnjax.losses.total_variation`), to be subtracted:
     ``obj - 1e-3 * total_variation()`` prefers smooth images."""
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+    beta = check_float(beta, "beta", lo=0.0, lo_open=True)
     return TotalVariation(float(beta))
 
 
@@ -324,9 +323,7 @@ class AlphaNorm(Objective):
 
 def alpha_norm(alpha: float = 6.0) -> Objective:
     """The input's alpha-norm (:func:`cnnjax.losses.alpha_norm`), to be subtracted."""
-    if not alpha >= 1:
-        raise ValueError(f"alpha must be >= 1, got {alpha}")
-    return AlphaNorm(float(alpha))
+    return AlphaNorm(check_float(alpha, "alpha", lo=1.0))
 
 
 def stack(objectives: Sequence[Objective]) -> Objective:
@@ -353,6 +350,7 @@ def stack(objectives: Sequence[Objective]) -> Objective:
                 f"objective 0 is {_describe(objectives[0])}, "
                 f"objective {i} is {_describe(o)}"
             )
+
     def stack_leaves(*xs):
         if all(is_concrete(x) for x in xs):  # on the host: no eager device operation
             return np.stack([np.asarray(x) for x in xs])

@@ -19,7 +19,6 @@ from cnnjax.receptive_field._theoretical import theoretical
 __all__ = ["EmpiricalResult", "empirical"]
 
 
-
 class EmpiricalResult(NamedTuple):
     """What :func:`empirical` returns: one row per unit (leading axis ``U``).
 
@@ -266,4 +265,3 @@ def _overlapping(starts: np.ndarray, patch: int, interval: np.ndarray) -> np.nda
 
 def _pad_to(idx: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([idx, np.full(n - len(idx), idx[-1] if len(idx) else 0, idx.dtype)])[:n]
-

@@ -28,13 +28,15 @@ def adversarial_section(ctx: DemoContext) -> Section:
     if ctx.full:
         curves["FGSM"] = attacks.robustness_curve(model, images, labels, eps, attack=attacks.fgsm)
     pgd_curve = curves["PGD"]
+
     def num(v, fmt):  # no fooled image at this epsilon: no norm to average
         return "-" if np.isnan(v) else fmt.format(v)
 
     rows = [
         (f"{e * 255:.3g}/255", f"{a:.0%}", f"{s:.0%}", num(l2, "{:.3f}"), num(li * 255, "{:.3g}/255"))
-        for e, a, s, l2, li in zip(pgd_curve.eps, pgd_curve.accuracy, pgd_curve.success_rate,
-                                   pgd_curve.l2, pgd_curve.linf)  # fmt: skip
+        for e, a, s, l2, li in zip(
+            pgd_curve.eps, pgd_curve.accuracy, pgd_curve.success_rate, pgd_curve.l2, pgd_curve.linf
+        )  # fmt: skip
     ]
     shown = levels.index(2)
     res = pgd_curve.result

@@ -22,11 +22,17 @@ from cnnjax._src.atomic import atomic_write_bytes
 from cnnjax._src.samples import sample_photos
 from cnnjax.models import classify, load_model, read_manifest
 from cnnjax.report._attacks import adversarial_section
-from cnnjax.report._localisation import cam_section, receptive_field_section
-from cnnjax.report._synthesis import dream_section, fooling_section, invert_section, style_section, visualize_section
 from cnnjax.report._context import DemoContext
 from cnnjax.report._html import Report, Section, bars, figure, table
+from cnnjax.report._localisation import cam_section, receptive_field_section
 from cnnjax.report._plots import training_curves
+from cnnjax.report._synthesis import (
+    dream_section,
+    fooling_section,
+    invert_section,
+    style_section,
+    visualize_section,
+)
 
 __all__ = ["SECTIONS", "run_demo"]
 

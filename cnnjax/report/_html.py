@@ -77,9 +77,7 @@ def bars(labels: Sequence[str], values: Sequence[float], fmt: str = "{:.1%}") ->
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """An HTML table; cells are escaped."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

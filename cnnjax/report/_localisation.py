@@ -4,6 +4,7 @@ and theoretical, empirical and effective receptive fields per stage with a unit 
 from __future__ import annotations
 
 from html import escape as html_escape
+
 import numpy as np
 
 from cnnjax import receptive_field as rf

@@ -190,5 +190,3 @@ def cam(model: Model, images, classes=None, *, layer: str | None = None, upsampl
             f"the CAM identity fails on these images for {spec.name!r} (relative error {float(error):.3g})"
         )
     return upsample_to_input(model, head.layer, maps) if upsample else maps
-
-

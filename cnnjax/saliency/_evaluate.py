@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax._src.checks import check_float, check_int, check_positive_int
 from cnnjax._src.chunks import chunked_map
 from cnnjax._src.contract import Model
-from cnnjax._src.checks import check_float, check_int, check_positive_int
 from cnnjax._src.targets import baseline_image, class_table
 from cnnjax.transforms import blur
 

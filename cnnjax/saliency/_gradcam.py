@@ -21,7 +21,6 @@ from cnnjax.receptive_field import upsample_to_input
 __all__ = ["grad_cam", "grad_cam_plus_plus", "layer_cam"]
 
 
-
 def _weighted(method: str, a: jax.Array, g: jax.Array) -> jax.Array:
     """One map ``[n, h, w]`` from activations ``a`` and gradients ``g`` ``[n, h, w, k]``."""
     if method == "gradcam":
@@ -128,5 +127,3 @@ def layer_cam(
     :func:`grad_cam`.
     """
     return _gradient_method("layercam", model, images, classes, layer, upsample)
-
-

@@ -16,7 +16,6 @@ from cnnjax.receptive_field import centre_matrices, upsample_to_input
 __all__ = ["score_cam"]
 
 
-
 @functools.partial(jax.jit, static_argnames=("apply", "layer", "batch"))
 def _score_maps(apply, params, images, classes, ry, rx, baseline, *, layer, batch):
     a = apply(params, images)[layer]  # [n, h, w, k]

@@ -23,7 +23,14 @@ import optax
 from cnnjax import losses as _losses
 from cnnjax import param as _param
 from cnnjax import priors as _priors
-from cnnjax._src.checks import MAX_STEPS, as_key, check_finite_run, check_float, check_floats, check_positive_int
+from cnnjax._src.checks import (
+    MAX_STEPS,
+    as_key,
+    check_finite_run,
+    check_float,
+    check_floats,
+    check_positive_int,
+)
 from cnnjax._src.contract import Model
 from cnnjax.synthesis._engine import (
     apply_stacked,

@@ -25,7 +25,14 @@ import optax
 
 from cnnjax import losses as _losses
 from cnnjax import priors as _priors
-from cnnjax._src.checks import MAX_STEPS, as_key, check_finite_run, check_float, check_floats, check_positive_int
+from cnnjax._src.checks import (
+    MAX_STEPS,
+    as_key,
+    check_finite_run,
+    check_float,
+    check_floats,
+    check_positive_int,
+)
 from cnnjax._src.contract import Model, ModelSpec
 from cnnjax.synthesis._engine import (
     apply_stacked,
@@ -107,7 +114,9 @@ def _boxed(optimizer):
     """A user's optimizer with the image kept in [0, 1] after every step."""
     if isinstance(optimizer, optax.GradientTransformation):
         return optax.chain(optimizer, _priors.box(0.0, 1.0))
-    return _BOXED.setdefault(optimizer, lambda learning_rate: optax.chain(optimizer(learning_rate), _priors.box(0.0, 1.0)))
+    return _BOXED.setdefault(
+        optimizer, lambda learning_rate: optax.chain(optimizer(learning_rate), _priors.box(0.0, 1.0))
+    )
 
 
 _BOXED: dict = {}
@@ -312,7 +321,11 @@ def style_transfer(
     if learning_rate is not None:
         rates = check_floats(learning_rate, "learning_rate", lo=0.0, lo_open=True)
         optimizer = by_learning_rate(optimizer)
-    sizes = {len(blend), content.shape[0]} | {len(w) for w in weights} | ({len(rates)} if rates is not None else set())
+    sizes = (
+        {len(blend), content.shape[0]}
+        | {len(w) for w in weights}
+        | ({len(rates)} if rates is not None else set())
+    )
     problems = max(sizes)
     if sizes - {1, problems}:
         raise ValueError(
@@ -322,7 +335,11 @@ def style_transfer(
         )
     blend = np.broadcast_to(blend, (problems, blend.shape[1]))
     weights = [np.broadcast_to(w, (problems,)) for w in weights]
-    hyperparams = None if rates is None else {"learning_rate": np.ascontiguousarray(np.broadcast_to(rates, (problems,)))}
+    hyperparams = (
+        None
+        if rates is None
+        else {"learning_rate": np.ascontiguousarray(np.broadcast_to(rates, (problems,)))}
+    )
     out = _run(
         model.apply,
         model.params,

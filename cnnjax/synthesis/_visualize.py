@@ -131,7 +131,9 @@ PRESETS = ("lucid", "yosinski", "plain")
 @functools.partial(
     jax.jit, static_argnames=("apply", "param", "transform", "optimizer", "steps", "restarts", "targets")
 )
-def _run(apply, params, objective, key, hyperparams, *, param, transform, optimizer, steps, restarts, targets):
+def _run(
+    apply, params, objective, key, hyperparams, *, param, transform, optimizer, steps, restarts, targets
+):
     t = targets
     keys = jax.random.split(key, t)
     # N = targets x restarts independent problems; problem i optimises target i // restarts.

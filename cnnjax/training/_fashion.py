@@ -22,9 +22,9 @@ from cnnjax._src.atomic import atomic_write_bytes
 from cnnjax._src.contract import ValueMapping
 from cnnjax._src.safetensors import encode_safetensors
 from cnnjax.models import module_tensors
-from cnnjax.transforms import augmentation
 from cnnjax.training._loop import FitResult, evaluate, fit
 from cnnjax.training._optim import momentum_sgd
+from cnnjax.transforms import augmentation
 
 __all__ = ["FashionConfig", "train_fashionnet"]
 
@@ -123,23 +123,34 @@ def train_fashionnet(
         "file": "fashionnet.safetensors",
         "bytes": len(blob),
         "sha256": hashlib.sha256(blob).hexdigest(),
-        "source": {"package": "cnnjax", "version": "0.1.0", "file": "fashionnet.safetensors",
-                   "licence": "Apache-2.0", "data": "Fashion-MNIST (MIT licence), Zalando Research",
-                   "trained_by": "weights/train_fashionnet.py"},  # fmt: skip
+        "source": {
+            "package": "cnnjax",
+            "version": "0.1.0",
+            "file": "fashionnet.safetensors",
+            "licence": "Apache-2.0",
+            "data": "Fashion-MNIST (MIT licence), Zalando Research",
+            "trained_by": "weights/train_fashionnet.py",
+        },  # fmt: skip
         "spec": {
             "architecture": "conv3x3(32)-ReLU-conv3x3(32)-ReLU-maxpool2, conv3x3(64)-ReLU-"
-                            "conv3x3(64)-ReLU-maxpool2, conv3x3(128)-ReLU, global average pooling, "
-                            "dropout 0.5, dense(10)",
-            "input_size": [28, 28], "channels": 1,
-            "value_mapping": {"mean": list(mapping.mean), "std": list(mapping.std),
-                              "computed_on": "the training split only"},
+            "conv3x3(64)-ReLU-maxpool2, conv3x3(128)-ReLU, global average pooling, "
+            "dropout 0.5, dense(10)",
+            "input_size": [28, 28],
+            "channels": 1,
+            "value_mapping": {
+                "mean": list(mapping.mean),
+                "std": list(mapping.std),
+                "computed_on": "the training split only",
+            },
             "parameters": int(sum(v.size for v in tensors.values())),
         },  # fmt: skip
         "training": {
             "config": dataclasses.asdict(config),
-            "optimizer": {"heavy_ball": "optax.sgd with momentum (heavy ball)",
-                          "notes": "cnnjax.training.momentum_sgd (the notes' form)"}[config.optimizer]
-                         + ", piecewise-constant learning rate",
+            "optimizer": {
+                "heavy_ball": "optax.sgd with momentum (heavy ball)",
+                "notes": "cnnjax.training.momentum_sgd (the notes' form)",
+            }[config.optimizer]
+            + ", piecewise-constant learning rate",
             "examples": {"train": len(train.labels), "validation": len(val.labels), "test": len(test.labels)},
             "epochs_run": len(result.history),
             "best_epoch": None if result.best_epoch is None else result.best_epoch + 1,

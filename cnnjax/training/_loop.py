@@ -175,7 +175,8 @@ def evaluate(model: Model, params: Any, images, labels, *, chunk_size: int = 100
     Example:
       >>> from cnnjax.testing import tiny_cnn
       >>> model = tiny_cnn()
-      >>> loss, accuracy = evaluate(model, model.params, np.full((4, 32, 32, 3), 0.5, np.float32), [0, 1, 2, 3])
+      >>> images = np.full((4, 32, 32, 3), 0.5, np.float32)
+      >>> loss, accuracy = evaluate(model, model.params, images, [0, 1, 2, 3])
       >>> 0.0 <= accuracy <= 1.0
       True
     """
@@ -207,7 +208,16 @@ def _eval_sums(apply, params, xs, ys, masks):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("apply", "train_apply", "optimizer", "l2_exclude", "augment", "mesh", "batch_size", "length"),
+    static_argnames=(
+        "apply",
+        "train_apply",
+        "optimizer",
+        "l2_exclude",
+        "augment",
+        "mesh",
+        "batch_size",
+        "length",
+    ),
 )
 def _run_chunk(state, images, labels, perm, epoch_key, start, hyper, *, apply, train_apply, optimizer,
                l2_exclude, augment, mesh, batch_size, length):  # fmt: skip
@@ -216,8 +226,9 @@ def _run_chunk(state, images, labels, perm, epoch_key, start, hyper, *, apply, t
     def body(state, i):
         idx = jax.lax.dynamic_slice(perm, ((start + i) * batch_size,), (batch_size,))
         key = jax.random.fold_in(epoch_key, start + i)
-        state, m = train_step(state, images[idx], labels[idx], key, hyper, apply=apply, train_apply=train_apply,
-                              optimizer=optimizer, l2_exclude=l2_exclude, augment=augment, mesh=mesh)  # fmt: skip
+        state, m = train_step(state, images[idx], labels[idx], key, hyper, apply=apply,
+                              train_apply=train_apply, optimizer=optimizer, l2_exclude=l2_exclude,
+                              augment=augment, mesh=mesh)  # fmt: skip
         return state, (m["loss"], m["correct"])
 
     state, (losses, correct) = jax.lax.scan(body, state, jnp.arange(length))
@@ -316,13 +327,16 @@ def fit(
     elif callable(optimizer):
         if learning_rate is None:
             raise ValueError("an optimizer given as a function of the learning rate needs learning_rate")
-        hyper["learning_rate"] = jnp.float32(check_float(learning_rate, "learning_rate", lo=0.0, lo_open=True))
+        hyper["learning_rate"] = jnp.float32(
+            check_float(learning_rate, "learning_rate", lo=0.0, lo_open=True)
+        )
     else:
         raise ValueError(f"optimizer must be an optax transformation or a function of the learning rate, "
                          f"got {type(optimizer).__name__}")  # fmt: skip
     key = as_key(key)
     static = dict(apply=model.apply, train_apply=model.train_apply, optimizer=optimizer,
-                  l2_exclude=tuple(l2_exclude), augment=augment, mesh=mesh, batch_size=batch_size)  # fmt: skip
+                  l2_exclude=tuple(l2_exclude), augment=augment, mesh=mesh,
+                  batch_size=batch_size)  # fmt: skip
     steps_per_epoch = len(labels) // batch_size
     chunk = max(1, min(steps_per_checkpoint, steps_per_epoch))
 
@@ -367,8 +381,9 @@ def fit(
             if not bool(finite):
                 bar.close()
                 kept = f" ({ckpt_dir / 'last.ckpt'})" if ckpt_dir is not None and start + epoch > 0 else ""
-                message = (f"training diverged in epoch {epoch + 1} (steps {start}-{start + length}): the loss "
-                           f"is not finite; lower the learning rate. The last good state is kept{kept}")  # fmt: skip
+                message = (f"training diverged in epoch {epoch + 1} (steps {start}-{start + length}): "
+                           "the loss is not finite; lower the learning rate. The last good state is "
+                           f"kept{kept}")  # fmt: skip
                 raise DivergedError(message, result("diverged", message))
             state, start = new_state, start + length
             sums = [sums[0] + float(l_sum), sums[1] + int(c_sum)]
@@ -401,8 +416,11 @@ def fit(
                        f" | val loss {h['val_loss']:.4f} acc {h['val_accuracy']:.4f} ({h['seconds']:.1f} s)",
                        file=sys.stderr)  # fmt: skip
     if patience is not None and bad_epochs >= patience and epoch < epochs:
-        return result("early_stopping", f"stopped early after epoch {epoch}: the validation loss did not "
-                      f"improve for {bad_epochs} epochs (patience {patience}); best epoch {best['epoch'] + 1}")
+        return result(
+            "early_stopping",
+            f"stopped early after epoch {epoch}: the validation loss did not "
+            f"improve for {bad_epochs} epochs (patience {patience}); best epoch {best['epoch'] + 1}",
+        )
     return result("completed", f"completed {epochs} epochs")
 
 

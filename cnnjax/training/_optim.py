@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cnnjax._src.checks import check_labels
+from cnnjax._src.checks import check_float, check_labels, is_concrete
 from cnnjax.losses import softmax_cross_entropy
 
 __all__ = [
@@ -41,32 +41,20 @@ DEFAULT_EXCLUDE = ("bias", "scale")
 # ----------------------------------------------------------------------------- validation
 
 
-def _concrete(value) -> float | None:
-    """``float(value)``, or None when the value is traced (cannot be checked eagerly)."""
-    try:
-        return float(value)
-    except jax.errors.ConcretizationTypeError:
-        return None
-
-
 def _check_learning_rate(learning_rate) -> None:
-    if callable(learning_rate):  # an optax schedule: checked by whoever wrote it
-        return
-    v = _concrete(learning_rate)
-    if v is not None and not v >= 0.0:  # also rejects NaN
-        raise ValueError(f"learning_rate must be >= 0 (or an optax schedule), got {learning_rate!r}")
+    # An optax schedule is checked by whoever wrote it; a traced value cannot be checked.
+    if not callable(learning_rate) and is_concrete(learning_rate):
+        check_float(learning_rate, "learning_rate", lo=0.0)
 
 
 def _check_momentum(momentum) -> None:
-    v = _concrete(momentum)
-    if v is not None and not 0.0 <= v < 1.0:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+    if is_concrete(momentum):
+        check_float(momentum, "momentum", lo=0.0, hi=1.0, hi_open=True)
 
 
 def _check_weight(name: str, weight) -> None:
-    v = _concrete(weight)
-    if v is not None and not v >= 0.0:
-        raise ValueError(f"{name} must be >= 0, got {weight!r}")
+    if is_concrete(weight):
+        check_float(weight, name, lo=0.0)
 
 
 # ----------------------------------------------------------------------------- optimisers

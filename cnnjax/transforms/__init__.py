@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax._src.checks import check_float, check_int
 from cnnjax._src.contract import Transform
 from cnnjax._src.depthwise import depthwise_conv
 
@@ -48,15 +49,13 @@ __all__ = [
 ]
 
 
+def _nonneg(value, what):
+    return check_int(value, what, lo=0)
+
+
 def _check_nhwc(images, what):
     if images.ndim != 4:
         raise ValueError(f"{what} expects NHWC images [n, h, w, c], got shape {images.shape}")
-
-
-def _nonneg_int(v, what):
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
-        raise ValueError(f"{what} must be a non-negative int, got {v!r}")
-    return int(v)
 
 
 @functools.cache
@@ -64,7 +63,7 @@ def pad(width: int, mode: str = "constant", value: float = 0.5) -> Transform:
     """Pad every side by ``width`` pixels (``mode`` "constant" with ``value``, "reflect" or
     "edge"). Deterministic; the key is unused. Lucid pads with mid-grey so the borders of a
     jittered image carry no signal."""
-    width = _nonneg_int(width, "pad width")
+    width = _nonneg(width, "pad width")
     if mode not in ("constant", "reflect", "edge"):
         raise ValueError(f"pad mode must be 'constant', 'reflect' or 'edge', got {mode!r}")
 
@@ -81,7 +80,7 @@ def pad(width: int, mode: str = "constant", value: float = 0.5) -> Transform:
 @functools.cache
 def jitter(d: int) -> Transform:
     """Crop ``h - d`` by ``w - d`` pixels at a random offset in ``0..d`` (each axis)."""
-    d = _nonneg_int(d, "jitter")
+    d = _nonneg(d, "jitter")
 
     def transform(key, images):
         _check_nhwc(images, "jitter")
@@ -98,7 +97,7 @@ def jitter(d: int) -> Transform:
 def roll(d: int) -> Transform:
     """Shift the image circularly by a random offset in ``-d..d`` pixels on each axis (the
     jitter of the original DeepDream; the size is unchanged)."""
-    d = _nonneg_int(d, "roll")
+    d = _nonneg(d, "roll")
 
     def transform(key, images):
         _check_nhwc(images, "roll")
@@ -179,8 +178,7 @@ def random_rotate(angles: Sequence[float] = tuple(range(-10, 11))) -> Transform:
 
 def gaussian_kernel(sigma: float, radius: int | None = None) -> np.ndarray:
     """A normalised 1-D Gaussian of standard deviation ``sigma`` (radius ``ceil(3 sigma)``)."""
-    if not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
+    sigma = check_float(sigma, "sigma", lo=0.0, lo_open=True)
     radius = max(1, math.ceil(3 * sigma)) if radius is None else radius
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-0.5 * (x / sigma) ** 2)
@@ -254,7 +252,7 @@ def random_crop(width: int, mode: str = "constant", value: float = 0.0) -> Trans
     """Pad every side by ``width`` pixels, then crop back to the original size at a random
     offset: random translations of up to ``width`` pixels, the standard CIFAR augmentation.
     The padding is black by default (``mode`` and ``value`` as for :func:`pad`)."""
-    width = _nonneg_int(width, "random_crop width")
+    width = _nonneg(width, "random_crop width")
     if width == 0:
         return compose()
     return compose(pad(width, mode, value), jitter(2 * width))
@@ -286,5 +284,7 @@ def augmentation(flip: bool = True, crop_pad: int = 4) -> Transform:
       >>> jax.jit(aug)(jax.random.key(0), np.zeros((4, 28, 28, 1), np.float32)).shape
       (4, 28, 28, 1)
     """
-    steps = ([random_crop(_nonneg_int(crop_pad, "crop_pad"))] if crop_pad else []) + ([random_flip()] if flip else [])
+    steps = ([random_crop(_nonneg(crop_pad, "crop_pad"))] if crop_pad else []) + (
+        [random_flip()] if flip else []
+    )
     return per_image(compose(*steps))

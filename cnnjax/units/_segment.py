@@ -9,8 +9,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from cnnjax._src.contract import Model
 from cnnjax._src.checks import check_float
+from cnnjax._src.contract import Model
 from cnnjax._src.targets import apply_interp, check_spatial_layer, check_units
 from cnnjax.receptive_field import centre_matrices
 
@@ -40,7 +40,9 @@ def _segment(apply, params, images, units, fraction, ry, rx, *, layer):
     return masks, maps, thresholds
 
 
-def unit_segmentation(model: Model, images, layer: str, units, *, threshold: float = 0.5) -> UnitSegmentationResult:
+def unit_segmentation(
+    model: Model, images, layer: str, units, *, threshold: float = 0.5
+) -> UnitSegmentationResult:
     """Segment images by the activations of several units of one layer at once.
 
     Each unit's activation map is upsampled to the input by linear interpolation between the
