@@ -1,17 +1,113 @@
-"""Shared benchmark helpers: timing with compile time kept apart, the machine's matmul peak,
-and JSON-lines output."""
+"""Shared benchmark helpers: timing with compile time kept apart (of a jitted function, or of a
+public cnnjax function through JAX's own compile events), XLA's FLOP count of a computation,
+the machine's matmul peak, and JSON-lines output."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import statistics
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
+
+# The compile events JAX 0.10.2 records (checked by experiment: a first call of a jitted
+# function emits one of each of the first three; a call that hits the in-memory cache emits
+# none). A nested jit traced inside another emits no events of its own, so the durations do
+# not overlap. The persistent compilation cache, if enabled, adds a retrieval event.
+COMPILE_EVENTS = {
+    "/jax/core/compile/jaxpr_trace_duration": "trace_s",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
+    "/jax/core/compile/backend_compile_duration": "backend_compile_s",
+    "/jax/compilation_cache/cache_retrieval_time_sec": "cache_retrieval_s",
+}
+BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+
+_lock = threading.Lock()
+_active: list[list[tuple[str, float]]] = []
+_registered = False
+
+
+def _listener(event: str, duration: float, **kwargs) -> None:
+    if event in COMPILE_EVENTS:
+        with _lock:
+            for events in _active:
+                events.append((event, duration))
+
+
+@contextlib.contextmanager
+def compile_events() -> Iterator[list[tuple[str, float]]]:
+    """Collect ``(event, seconds)`` for JAX's compile events inside the block (any thread)."""
+    global _registered
+    events: list[tuple[str, float]] = []
+    with _lock:
+        if not _registered:
+            jax.monitoring.register_event_duration_secs_listener(_listener)
+            _registered = True
+        _active.append(events)
+    try:
+        yield events
+    finally:
+        with _lock:
+            _active.remove(events)
+
+
+def _summarise(events: list[tuple[str, float]]) -> dict:
+    out = {name: 0.0 for name in COMPILE_EVENTS.values()}
+    for event, seconds in events:
+        out[COMPILE_EVENTS[event]] += seconds
+    return {
+        "compile_s": round(sum(out.values()), 3),
+        **{k: round(v, 3) for k, v in out.items()},
+        "compiles": sum(event == BACKEND_COMPILE for event, _ in events),
+    }
+
+
+def time_call(fn: Callable, *args, repeats: int = 7, min_seconds: float = 1.0, **kwargs) -> dict:
+    """Time ``fn(*args, **kwargs)`` as a user calls it: the first call, then steady state.
+
+    ``fn`` is any function (a public cnnjax function, a loop of them, a jitted function); its
+    result is waited for with ``jax.block_until_ready``. The first call's compile seconds are
+    the sum of the durations of JAX's own compile events during it (tracing to a jaxpr,
+    lowering to MLIR, XLA's backend compilation; ``trace_s``, ``lower_s``,
+    ``backend_compile_s`` apart) for every program it compiles (``compiles``: how many
+    backend compilations), not wall time, so host work and execution are not counted in it;
+    ``first_call_s`` is the first call's wall time, everything included. The steady state is
+    the median (and spread) of the wall seconds of later calls, at least ``repeats`` of them
+    and ``min_seconds`` in total; ``steady_compiles`` counts backend compilations during them
+    (0 unless a call recompiles) and ``steady_compile_event_s`` the compile-event seconds per
+    call (tracing that is redone every call, e.g. ``jax.eval_shape`` of a fresh closure).
+    ``out`` is the last call's result.
+    """
+    with compile_events() as events:
+        t = time.perf_counter()
+        out = jax.block_until_ready(fn(*args, **kwargs))
+        first_s = time.perf_counter() - t
+    first = _summarise(events)
+    times: list[float] = []
+    with compile_events() as steady_events:
+        start = time.perf_counter()
+        while len(times) < repeats or time.perf_counter() - start < min_seconds:
+            t = time.perf_counter()
+            out = jax.block_until_ready(fn(*args, **kwargs))
+            times.append(time.perf_counter() - t)
+    steady = _summarise(steady_events)
+    return {
+        **first,
+        "first_call_s": round(first_s, 3),
+        "steady_s": statistics.median(times),
+        "steady_min_s": min(times),
+        "steady_max_s": max(times),
+        "runs": len(times),
+        "steady_compiles": steady["compiles"],
+        "steady_compile_event_s": round(sum(steady[k] for k in COMPILE_EVENTS.values()) / len(times), 4),
+        "out": out,
+    }
 
 
 def time_jitted(fn: Callable, *args, repeats: int = 7, min_seconds: float = 1.0) -> dict:
@@ -19,7 +115,7 @@ def time_jitted(fn: Callable, *args, repeats: int = 7, min_seconds: float = 1.0)
 
     Returns compile seconds (lowering + XLA compilation, no execution) and the median and
     spread of steady-state seconds per call over at least ``repeats`` calls and
-    ``min_seconds`` in total, after one warm-up call.
+    ``min_seconds`` in total, after one warm-up call, and XLA's cost analysis of the program.
     """
     t = time.perf_counter()
     compiled = fn.lower(*args).compile()
@@ -41,6 +137,20 @@ def time_jitted(fn: Callable, *args, repeats: int = 7, min_seconds: float = 1.0)
     }
 
 
+def flops_of(cost) -> float:
+    """The ``flops`` entry of a cost analysis (a dict, or a list of one per program), or 0."""
+    if isinstance(cost, list):
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", 0.0))
+
+
+def program_flops(fn: Callable, *args) -> float:
+    """XLA's FLOP count (2 per multiply-add) of ``jax.jit(fn)`` compiled for ``args``, from
+    ``.lower(...).compile().cost_analysis()``. XLA counts a loop body once, whatever the trip
+    count: pass the computation of one step."""
+    return flops_of(jax.jit(fn).lower(*args).compile().cost_analysis())
+
+
 def matmul_peak(n: int = 2048, repeats: int = 15) -> float:
     """This machine's float32 matmul throughput in FLOP/s (median), measured now."""
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
@@ -49,12 +159,25 @@ def matmul_peak(n: int = 2048, repeats: int = 15) -> float:
     return 2 * n**3 / r["steady_s"]
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def device_info() -> dict:
     d = jax.devices()[0]
     return {
         "backend": jax.default_backend(),
         "device": d.device_kind,
         "devices": jax.device_count(),
+        "cpu": cpu_model(),
         "jax": jax.__version__,
         "python": platform.python_version(),
     }
@@ -62,6 +185,6 @@ def device_info() -> dict:
 
 def emit(record: dict) -> None:
     """Print one JSON line (flushing, so a long run streams)."""
-    record = {k: v for k, v in record.items() if k != "cost"}
+    record = {k: v for k, v in record.items() if k not in ("cost", "out")}
     print(json.dumps(record), flush=True)
     sys.stdout.flush()

@@ -3,49 +3,75 @@ epsilon sweep run as one batched program against a Python loop over the epsilons
 
     python benchmarks/attacks.py [--batches 8 32] [--sweep-images 4] [--repeats 3]
 
-One JSON line per case: device, shapes, compile seconds, steady-state seconds (median),
+One JSON line per case: device, CPU, shapes, compile seconds, steady-state seconds (median),
 images per second, success rate (the quality figure), achieved FLOP/s and the fraction of
-this machine's matmul peak measured in the same run. A PGD-10 run is 11 forward-and-backward
-passes per image (10 steps and the pass that evaluates the last iterate); its FLOPs are 11
-times XLA's count for one input gradient of the network with XLA's grouped depthwise
-convolution (as in forward_grad.py), so the figure does not depend on how cnnjax computes
-the depthwise layers.
+this machine's matmul peak measured in the same run. The attacks are timed as a user calls
+them: ``cnnjax.attacks.pgd`` itself (its argument checks, the compiled attack and the check
+that the result is finite), with ``_common.time_call``: the compile seconds are JAX's own
+compile events during the first call, the steady state the median of later calls. A PGD-10
+run is 11 forward-and-backward passes per image (10 steps and the pass that evaluates the
+last iterate); its FLOPs are 11 times XLA's count for one input gradient of the network with
+XLA's grouped depthwise convolution (``forward_grad.flops_per_image``), so the figure does
+not depend on how cnnjax computes the depthwise layers.
 
 Sweep cases, all PGD-10 on ``--sweep-images`` photos at 8 epsilons:
 
-* ``sweep_batched``: one call, the sweep folded into the batch (what ``pgd(eps=[...])`` does);
-* ``sweep_loop``: a Python loop of 8 calls of the one-epsilon program (compiled once);
-* ``sweep_jax_vmap``: ``jax.vmap`` of the one-epsilon attack over the epsilons, for its
-  compile time (the model is traced under vmap) and speed.
+* ``sweep_batched``: one call, the sweep folded into the batch (``pgd(eps=[...])``);
+* ``sweep_loop``: a Python loop of 8 calls of ``pgd(eps=[e])`` (one program, compiled once);
+* ``sweep_jax_vmap``: ``jax.vmap`` over the epsilons of a one-epsilon PGD-10 written here
+  from the public pieces (``cnnjax.attacks.steepest_descent`` and ``project``,
+  ``cnnjax.losses.softmax_cross_entropy``, ``model.apply``), with the same random start,
+  step size, early stopping and final evaluating pass as ``pgd``: its compile time (the
+  model is traced under vmap) and speed. (``pgd`` itself checks its arguments on the host,
+  so it cannot be vmapped.)
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import device_info, emit, matmul_peak, time_jitted
+import optax
+from _common import device_info, emit, matmul_peak, time_call
 from forward_grad import build, flops_per_image
 
 import cnnjax
-from cnnjax.techniques.adversarial import _iterative
+from cnnjax.attacks import pgd, project, steepest_descent
+from cnnjax.losses import softmax_cross_entropy
 
 EPS = np.array([0.25, 0.5, 1, 2, 3, 4, 6, 8], np.float32) / 255
 STEPS = 10
 
 
-def attack_fn(model):
-    """PGD-10 (L-inf, untargeted, random start, early stopping): ``(params, x, labels, eps) -> result``."""
+def pgd_one_eps(model):
+    """PGD-10 (L-inf, untargeted, random start, early stopping) at one epsilon, from public
+    pieces: ``(params, images, labels, eps) -> success [n]``, for ``jax.vmap`` over ``eps``."""
 
     def run(params, images, labels, eps):
         n = images.shape[0]
-        return _iterative(model.apply, params, images, labels, jnp.zeros((n,), bool), eps, 2.5 * eps / STEPS,
-                          jax.random.key(0), jnp.asarray(True), jnp.asarray(True), norm="inf", steps=STEPS,
-                          restarts=1, squeeze=False)  # fmt: skip
+        eps_n = jnp.full((n,), eps)
+        tx = steepest_descent("inf", 2.5 * eps / STEPS)  # pgd's default step
+        noise = jax.random.uniform(jax.random.key(0), images.shape, minval=-1.0, maxval=1.0)
+        x = project(images + eps * noise, images, eps_n, "inf")
+
+        def loss(x):
+            logits = model.apply(params, x)["logits"]
+            return -jnp.sum(softmax_cross_entropy(logits, labels)), logits
+
+        def body(carry, last):
+            x, state, done = carry
+            (_, logits), g = jax.value_and_grad(loss, has_aux=True)(x)
+            done = done | (jnp.argmax(logits, -1) != labels)
+            updates, state = tx.update(g, state, x)
+            x_new = project(optax.apply_updates(x, updates), images, eps_n, "inf")
+            frozen = (done | last)[:, None, None, None]
+            return (jnp.where(frozen, x, x_new), state, done), None
+
+        init = (x, tx.init(x), jnp.zeros((n,), bool))
+        (_, _, done), _ = jax.lax.scan(body, init, jnp.arange(STEPS + 1) == STEPS)
+        return done
 
     return run
 
@@ -53,18 +79,8 @@ def attack_fn(model):
 def photos_batch(model, n):
     photos = cnnjax.sample_photos()
     x = np.concatenate([photos[k] for k in photos])[np.arange(n) % 4]
-    labels = np.asarray(cnnjax.classify(model, x)[1])[:, 0]
+    labels = np.asarray(cnnjax.classify(model, x, top_k=1).classes)[:, 0]
     return jnp.asarray(x), jnp.asarray(labels, jnp.int32)
-
-
-def time_loop(compiled, args_per_call, repeats):
-    jax.block_until_ready([compiled(*a) for a in args_per_call])  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready([compiled(*a) for a in args_per_call])
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -81,53 +97,52 @@ def main() -> None:
     grad_flops = flops_per_image(build("xla"))["input_grad"]
     pgd_flops = (STEPS + 1) * grad_flops
     model = cnnjax.load_model()
-    run = jax.jit(attack_fn(model))
 
-    def record(case, images, seconds, compile_s, success, **extra):
+    def attack(x, labels, eps):
+        return pgd(model, x, labels, eps=eps, steps=STEPS)  # random start, early stopping, key 0
+
+    def record(case, images, r, success, **extra):
+        seconds = r["steady_s"]
         rate = images * pgd_flops / seconds
         emit({
             "case": case, "model": "efficientnet_lite0", **info, "steps": STEPS, **extra,
-            "compile_s": compile_s, "steady_s": round(seconds, 4), "images_per_s": round(images / seconds, 2),
-            "success_rate": round(float(success), 3), "gflop_per_image": round(pgd_flops / 1e9, 2),
-            "gflops_per_s": round(rate / 1e9, 1), "fraction_of_matmul_peak": round(rate / peak, 3),
+            "compile_s": r["compile_s"], "compiles": r["compiles"], "first_call_s": r["first_call_s"],
+            "steady_s": round(seconds, 4), "runs": r["runs"], "steady_compiles": r["steady_compiles"],
+            "images_per_s": round(images / seconds, 2), "success_rate": round(float(success), 3),
+            "gflop_per_image": round(pgd_flops / 1e9, 2), "gflops_per_s": round(rate / 1e9, 1),
+            "fraction_of_matmul_peak": round(rate / peak, 3),
         })  # fmt: skip
 
     for batch in args.batches:
         x, labels = photos_batch(model, batch)
-        eps = jnp.asarray(EPS[3:4])  # 2/255
-        r = time_jitted(run, model.params, x, labels, eps, repeats=args.repeats, min_seconds=0)
-        success = np.mean(np.asarray(run(model.params, x, labels, eps).success))
-        record("pgd10", batch, r["steady_s"], r["compile_s"], success, batch=batch, eps=2 / 255,
-               shape=[batch, 224, 224, 3], runs=r["runs"])  # fmt: skip
+        eps = [float(EPS[3])]  # 2/255, as a one-element sweep: the program the sweep loop runs
+        r = time_call(attack, x, labels, eps, repeats=args.repeats, min_seconds=0)
+        success = np.mean(np.asarray(r["out"].success))
+        record("pgd10", batch, r, success, batch=batch, eps=2 / 255, shape=[batch, 224, 224, 3])
 
     n = args.sweep_images
     x, labels = photos_batch(model, n)
-    eps_all = jnp.asarray(EPS)
-    sweep = time_jitted(run, model.params, x, labels, eps_all, repeats=args.repeats, min_seconds=0)
-    success = np.mean(np.asarray(run(model.params, x, labels, eps_all).success))
-    record("sweep_batched", n * len(EPS), sweep["steady_s"], sweep["compile_s"], success, batch=n,
-           epsilons=len(EPS))  # fmt: skip
+    sweep = time_call(attack, x, labels, [float(e) for e in EPS], repeats=args.repeats, min_seconds=0)
+    success = np.mean(np.asarray(sweep["out"].success))
+    record("sweep_batched", n * len(EPS), sweep, success, batch=n, epsilons=len(EPS))
 
-    t = time.perf_counter()
-    one = run.lower(model.params, x, labels, eps_all[:1]).compile()
-    compile_one = round(time.perf_counter() - t, 3)
-    calls = [(model.params, x, labels, eps_all[i : i + 1]) for i in range(len(EPS))]
-    loop_s = time_loop(one, calls, args.repeats)
-    success = np.mean([np.asarray(one(*c).success) for c in calls])
-    record("sweep_loop", n * len(EPS), loop_s, compile_one, success, batch=n, epsilons=len(EPS))
+    def loop():
+        return [attack(x, labels, [float(e)]) for e in EPS]
+
+    looped = time_call(loop, repeats=args.repeats, min_seconds=0)
+    success = np.mean([np.asarray(a.success) for a in looped["out"]])
+    record("sweep_loop", n * len(EPS), looped, success, batch=n, epsilons=len(EPS))
 
     results = {"sweep_batched": sweep["steady_s"]}
     if not args.no_vmap:
-        vmapped = jax.jit(jax.vmap(lambda p, x, y, e: attack_fn(model)(p, x, y, e[None]),
-                                   in_axes=(None, None, None, 0)))  # fmt: skip
-        v = time_jitted(vmapped, model.params, x, labels, eps_all, repeats=args.repeats, min_seconds=0)
-        success = np.mean(np.asarray(vmapped(model.params, x, labels, eps_all).success))
-        record("sweep_jax_vmap", n * len(EPS), v["steady_s"], v["compile_s"], success, batch=n,
-               epsilons=len(EPS))  # fmt: skip
+        vmapped = jax.jit(jax.vmap(pgd_one_eps(model), in_axes=(None, None, None, 0)))
+        v = time_call(vmapped, model.params, x, labels, jnp.asarray(EPS), repeats=args.repeats, min_seconds=0)
+        success = np.mean(np.asarray(v["out"]))
+        record("sweep_jax_vmap", n * len(EPS), v, success, batch=n, epsilons=len(EPS))
         results["sweep_jax_vmap"] = v["steady_s"]
     emit({
         "case": "sweep_speedup_vs_loop", **info, "epsilons": len(EPS), "batch": n,
-        **{f"{k}_speedup": round(loop_s / s, 3) for k, s in results.items()},
+        **{f"{k}_speedup": round(looped["steady_s"] / s, 3) for k, s in results.items()},
     })  # fmt: skip
 
 

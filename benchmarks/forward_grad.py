@@ -9,7 +9,10 @@ grouped convolution for the depthwise layers, so the figure does not depend on h
 computes them. The input gradient
 is ``d logits[:, c].sum() / d images``. A baseline case runs the same network with XLA's
 grouped convolution for the depthwise layers (``depthwise_impl="xla"``), for the speed-up
-measured in the same run.
+measured in the same run, and a case checks that the two networks agree: the largest
+difference of their logits and of their input gradients on the sample photos, relative to the
+largest value (the test suite checks the depthwise convolution itself against XLA's on small
+shapes; the whole network's agreement is measured here, where both networks are built anyway).
 """
 
 from __future__ import annotations
@@ -22,15 +25,20 @@ from _common import device_info, emit, matmul_peak, time_jitted
 from flax import nnx
 
 import cnnjax
-from cnnjax.models._weights import load_checked
-from cnnjax.models.efficientnet import EfficientNetLite0
-from cnnjax.models.zoo import assign_tensors
+from cnnjax.models import EfficientNetLite0
 
 
 def build(impl: str) -> cnnjax.Model:
-    tensors, _ = load_checked("efficientnet_lite0")
-    module = assign_tensors(lambda: EfficientNetLite0(rngs=nnx.Rngs(0), depthwise_impl=impl), tensors, "w")
-    return cnnjax.from_nnx(module, spec=cnnjax.load_model().spec)
+    """The bundled EfficientNet-Lite0 with its depthwise layers computed by ``impl``.
+
+    The weights are the bundled model's (``load_model`` checks the file): its params are the
+    NNX state of an ``EfficientNetLite0``, which does not depend on ``depthwise_impl`` (a static
+    attribute), so they are merged into the structure of an abstract module built with ``impl``.
+    """
+    reference = cnnjax.load_model()
+    abstract = nnx.eval_shape(lambda: EfficientNetLite0(rngs=nnx.Rngs(0), depthwise_impl=impl))
+    graphdef, _ = nnx.split(abstract)
+    return cnnjax.from_nnx(nnx.merge(graphdef, reference.params), spec=reference.spec)
 
 
 def functions(model: cnnjax.Model):
@@ -84,6 +92,17 @@ def main() -> None:
                 "gflops_per_s": round(rate / 1e9, 1),
                 "fraction_of_matmul_peak": round(rate / peak, 3),
             })  # fmt: skip
+    if args.baseline_batch:
+        photos = jnp.concatenate(list(cnnjax.sample_photos().values()))
+        diffs = {}
+        for case in ("forward", "input_grad"):
+            (fn_a, make_a), (fn_x, make_x) = functions(models["auto"])[case], functions(models["xla"])[case]
+            a, b = fn_a(*make_a(photos)), fn_x(*make_x(photos))
+            diffs[case] = float(jnp.abs(a - b).max() / jnp.abs(b).max())
+        emit({"case": "shift_depthwise_equals_xla_depthwise", **info, "images": int(photos.shape[0]),
+              "max_relative_difference_logits": diffs["forward"],
+              "max_relative_difference_input_grad": diffs["input_grad"],
+              "agree": bool(diffs["forward"] < 1e-4 and diffs["input_grad"] < 1e-4)})  # fmt: skip
     if args.baseline_batch and ("auto", args.baseline_batch, "forward") in results:
         b = args.baseline_batch
         for case in ("forward", "input_grad"):

@@ -4,62 +4,107 @@ per second.
 
     python benchmarks/synthesis.py [--targets 1 8 64] [--steps 16]
 
-One JSON line per case: device, shapes, compile seconds and steady-state seconds (median)
-apart, throughput, achieved FLOP/s (XLA's count of the compiled program's loop body times the
-steps) and the fraction of this machine's matmul peak measured in the same run. The loop runs
-the one-target program (compiled once) for each target in turn: what a library without vmap
-over targets does at best.
+One JSON line per case: device, CPU, shapes, compile seconds and steady-state seconds (median)
+apart, throughput, achieved FLOP/s and the fraction of this machine's matmul peak measured in
+the same run. Every technique is timed as a user calls it, through its public function
+(``cnnjax.synthesis.visualize``, ``style_transfer``, ``invert``: argument checks, host work
+and the finiteness check included), with ``_common.time_call``: the compile seconds are JAX's
+own compile events during the first call, the steady state the median of later calls. The
+loop runs ``visualize`` on one target (one program, compiled once) for each target in turn:
+what a library without vmap over targets does at best.
+
+FLOPs are XLA's count (``.lower().compile().cost_analysis()``) of one optimisation step of one
+problem, written here from public pieces, times the steps (and the targets):
+
+* visualize: the gradient of the objective (a ``block_10`` channel's mean) with respect to
+  the latent, through the preset's parameterization, its random transforms and the model;
+* style transfer: the value and gradient with respect to the image of the default loss
+  (``cnnjax.losses.content`` and ``style`` on softmax-smoothed features of the default layers,
+  plus total variation), the targets given;
+* inversion: the value and gradient of ``losses.inversion`` at the layer plus the alpha-norm
+  and total-variation priors.
+
+The optimiser's own update and the work done once per run (the targets' forward passes, the
+final scores) are not counted, so the figure is a lower bound; for L-BFGS the line search's
+extra evaluations are not counted either.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
-from _common import device_info, emit, matmul_peak, time_jitted
+from _common import device_info, emit, matmul_peak, program_flops, time_call
 
 import cnnjax
-from cnnjax import objectives
-from cnnjax.techniques import invert as inv_mod
-from cnnjax.techniques import style as style_mod
-from cnnjax.techniques import visualize as vis_mod
+from cnnjax import losses, objectives
+from cnnjax.synthesis import default_layers, get_preset, invert, style_transfer, tv_weight, visualize
+
+LAYER = "block_10"
 
 
-def visualize_program(model, targets, steps, size):
-    preset = vis_mod.get_preset("lucid")
-    param = preset.param(size, 1, 3)
-    objs = [objectives.channel("block_10", c % 112) for c in targets]
-    stacked = objectives.stack(vis_mod.resolve_objectives(model, objs, param, preset.transform))
-    keys = jax.random.split(jax.random.key(0), len(targets))
-    fn = jax.jit(
-        lambda p, o, k: vis_mod._run(
-            model.apply,
-            p,
-            o,
-            k,
-            param=param,
-            transform=preset.transform,
-            optimizer=preset.optimizer,
-            steps=steps,
-            restarts=1,
-        )
-    )
-    return fn, (model.params, stacked, keys)
+def visualize_step_flops(model, size: int) -> float:
+    """XLA's FLOPs of one step of the lucid preset for one target (a channel of ``LAYER``)."""
+    preset = get_preset("lucid")
+    param = preset.param(size, 1, model.spec.channels)
+
+    def objective(params, latent, key):
+        x = param.to_image(latent)
+        if preset.transform is not None:
+            x = preset.transform(key, x)
+        return jnp.mean(model.apply(params, x)[LAYER][..., 0])
+
+    latent = param.init(jax.random.key(0))
+    return program_flops(jax.grad(objective, argnums=1), model.params, latent, jax.random.key(1))
 
 
-def rate(r, peak, steps):
-    """FLOP/s of a run of ``steps`` optimisation steps: XLA counts a loop's body once, so its
-    count is multiplied by the steps. Work done once before the loop (the style, content or
-    inversion targets' forward passes) is multiplied too, so for style transfer and inversion
-    this is an upper bound; for L-BFGS the line search is a loop of its own, counted once."""
-    flops = float((r["cost"] or {}).get("flops", 0.0)) * steps
+def style_step_flops(model, photo, style) -> float:
+    """XLA's FLOPs of one value-and-gradient of style transfer's default loss (one problem)."""
+    content_layer, style_layers = default_layers(model.spec)
+
+    def smooth(f):
+        return losses.softmax_smoothing(f, 1.0)
+
+    c_acts, s_acts = model.apply(model.params, photo), model.apply(model.params, style)
+    c_target = smooth(c_acts[content_layer])
+    s_targets = {name: losses.gram(smooth(s_acts[name])) for name in style_layers}
+
+    def loss(params, x, c_target, s_targets):
+        acts = model.apply(params, x)
+        c = losses.content(smooth(acts[content_layer]), c_target)
+        s = sum(losses.style(smooth(acts[n]), s_targets[n]) for n in style_layers) / len(style_layers)
+        return jnp.sum(c + 30.0 * s + 300.0 * losses.total_variation(x))
+
+    return program_flops(jax.value_and_grad(loss, argnums=1), model.params, photo, c_target, s_targets)
+
+
+def invert_step_flops(model, photo, layer: str) -> float:
+    """XLA's FLOPs of one value-and-gradient of inversion's loss at ``layer`` (one image)."""
+    code = model.apply(model.params, photo)[layer]
+    tv = tv_weight(model, layer)
+
+    def loss(params, x, code):
+        error = losses.inversion(model.apply(params, x)[layer], code)
+        return jnp.sum(error + 30.0 * losses.alpha_norm(x, 6.0) + tv * losses.total_variation(x, 2.0))
+
+    return program_flops(jax.value_and_grad(loss, argnums=1), model.params, photo, code)
+
+
+def rate(r, peak, flops):
+    """FLOP/s of a run of ``flops`` in total (the per-step count times the steps)."""
     return {
+        "gflop_per_run": round(flops / 1e9, 2),
         "gflops_per_s": round(flops / r["steady_s"] / 1e9, 2),
         "fraction_of_matmul_peak": round(flops / r["steady_s"] / peak, 4),
     }
+
+
+def timing(r, digits=3):
+    return {
+        "compile_s": r["compile_s"], "compiles": r["compiles"], "first_call_s": r["first_call_s"],
+        "steady_s": round(r["steady_s"], digits), "runs": r["runs"], "steady_compiles": r["steady_compiles"],
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -67,6 +112,7 @@ def main() -> None:
     parser.add_argument("--targets", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--steps", type=int, default=16, help="visualize steps per run")
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--style-steps", type=int, default=20, help="style-transfer and inversion steps")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
@@ -74,122 +120,61 @@ def main() -> None:
     peak = matmul_peak()
     emit({"case": "matmul_peak", **info, "gflops_per_s": round(peak / 1e9, 1)})
     model = cnnjax.load_model()
+    channels = model.spec.layer(LAYER).channels
 
-    one_fn, one_args = visualize_program(model, [0], args.steps, args.size)
-    one_compiled = one_fn.lower(*one_args).compile()
+    def run(objs, key=0):
+        return visualize(model, objs, preset="lucid", size=args.size, steps=args.steps, key=key)
+
+    step_flops = visualize_step_flops(model, args.size)
     for t in args.targets:
-        fn, fargs = visualize_program(model, list(range(t)), args.steps, args.size)
-        r = time_jitted(fn, *fargs, repeats=args.repeats, min_seconds=0.0)
-        # The loop: the one-target program, compiled once, run for each of the t targets (the
-        # targets' objectives and keys are built before timing).
-        singles = [visualize_program(model, [c], args.steps, args.size)[1][1:] for c in range(t)]
-        loops = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            for o, k in singles:
-                jax.block_until_ready(one_compiled(model.params, o, k))
-            loops.append(time.perf_counter() - start)
-        loop_s = statistics.median(loops)
-        emit(
-            {
-                "case": "visualize",
-                **info,
-                "targets": t,
-                "steps": args.steps,
-                "size": args.size,
-                "shape": [t, args.size, args.size, 3],
-                "compile_s": r["compile_s"],
-                "steady_s": round(r["steady_s"], 3),
-                "targets_per_s": round(t / r["steady_s"], 3),
-                "loop_steady_s": round(loop_s, 3),
-                "loop_targets_per_s": round(t / loop_s, 3),
-                "speedup_vs_loop": round(loop_s / r["steady_s"], 2),
-                **rate(r, peak, args.steps),
-            }
-        )
+        objs = [objectives.channel(LAYER, c % channels) for c in range(t)]
+        r = time_call(run, objs, repeats=args.repeats, min_seconds=0.0)
+
+        # The loop: one target per call, for each of the t targets (the one-target program,
+        # compiled once: by the first case when it has one target); the objectives are built
+        # before timing.
+        def loop(objs=objs):
+            return [run([o], key=c) for c, o in enumerate(objs)]
+
+        lp = time_call(loop, repeats=args.repeats, min_seconds=0.0)
+        emit({
+            "case": "visualize", **info, "targets": t, "steps": args.steps, "size": args.size,
+            "shape": [t, args.size, args.size, 3], **timing(r),
+            "targets_per_s": round(t / r["steady_s"], 3),
+            "loop_steady_s": round(lp["steady_s"], 3),
+            "loop_targets_per_s": round(t / lp["steady_s"], 3),
+            "speedup_vs_loop": round(lp["steady_s"] / r["steady_s"], 2),
+            "mean_final_score": round(float(jnp.mean(r["out"].scores)), 3),
+            **rate(r, peak, step_flops * args.steps * t),
+        })  # fmt: skip
 
     photo = cnnjax.sample_photos()["chelsea.png"]
     style = cnnjax.sample_styles()["ihc.png"]
-    steps = 20
+    steps = args.style_steps
+    per_step = style_step_flops(model, jnp.asarray(photo), jnp.asarray(style))
     for optimizer in ("adam", "lbfgs"):
-        opt = style_mod._adam(0.01) if optimizer == "adam" else style_mod._lbfgs()
-        content_layer, style_layers = style_mod.default_layers(model.spec)
-        fargs = (
-            model.params,
-            jnp.asarray(photo),
-            jnp.asarray(style),
-            jnp.ones((1, 1)),
-            jnp.asarray([[1.0, 30.0, 300.0]]),
-            jax.random.key(0),
-            jnp.float32(1.0),
-        )
-        fn = jax.jit(
-            lambda *a, opt=opt, cl=content_layer, sl=style_layers: style_mod._run(
-                model.apply,
-                *a,
-                content_layer=cl,
-                style_layers=sl,
-                optimizer=opt,
-                steps=steps,
-                smoothing="softmax",
-                from_noise=False,
-                preserve_color=False,
-            )
-        )
-        r = time_jitted(fn, *fargs, repeats=args.repeats, min_seconds=0.0)
-        out = fn(*fargs)
-        emit(
-            {
-                "case": "style_transfer",
-                "optimizer": optimizer,
-                **info,
-                "shape": [1, 224, 224, 3],
-                "steps": steps,
-                "compile_s": r["compile_s"],
-                "steady_s": round(r["steady_s"], 3),
-                "iterations_per_s": round(steps / r["steady_s"], 3),
-                "style_loss_ratio": round(float(out[3][0] / out[2][0]), 2),
-                **rate(r, peak, steps),
-            }
-        )
+        # The defaults: content 1, style 30, TV 300, softmax smoothing, from the content;
+        # Adam's learning rate 0.01.
+        r = time_call(style_transfer, model, photo, style, optimizer=optimizer, steps=steps,
+                      repeats=args.repeats, min_seconds=0.0)  # fmt: skip
+        out = r["out"]
+        emit({
+            "case": "style_transfer", "optimizer": optimizer, **info, "shape": [1, 224, 224, 3],
+            "steps": steps, **timing(r), "iterations_per_s": round(steps / r["steady_s"], 3),
+            "style_loss_ratio": round(float(out.initial_style_loss[0] / out.style_loss[0]), 2),
+            **rate(r, peak, per_step * steps),
+        })  # fmt: skip
 
     for layer in ("block_3", "logits"):
-        param = cnnjax.param.pixel((224, 224), 1, 3)
-        keys = jax.random.split(jax.random.key(0), 1)
-        fargs = (
-            model.params,
-            jnp.asarray(photo),
-            keys,
-            jnp.asarray([inv_mod.tv_weight(model, layer)]),
-            jnp.float32(30.0),
-        )
-        fn = jax.jit(
-            lambda *a, layer=layer, param=param: inv_mod._run(
-                model.apply,
-                *a,
-                layers=(layer,),
-                param=param,
-                optimizer=inv_mod._optimizer(0.01, 0.9, steps),
-                steps=steps,
-                alpha=6.0,
-                beta=2.0,
-                from_code=False,
-            )
-        )
-        r = time_jitted(fn, *fargs, repeats=args.repeats, min_seconds=0.0)
-        emit(
-            {
-                "case": "invert",
-                "layer": layer,
-                **info,
-                "shape": [1, 224, 224, 3],
-                "steps": steps,
-                "compile_s": r["compile_s"],
-                "steady_s": round(r["steady_s"], 3),
-                "iterations_per_s": round(steps / r["steady_s"], 3),
-                **rate(r, peak, steps),
-            }
-        )
+        # The defaults: from noise, learning rate 0.01, momentum 0.9, alpha 6 (weight 30),
+        # beta 2, TV weight tv_weight(model, layer).
+        r = time_call(invert, model, photo, layer, steps=steps, repeats=args.repeats, min_seconds=0.0)
+        emit({
+            "case": "invert", "layer": layer, **info, "shape": [1, 224, 224, 3], "steps": steps,
+            **timing(r), "iterations_per_s": round(steps / r["steady_s"], 3),
+            "reconstruction_error": round(float(r["out"].error[0]), 4),
+            **rate(r, peak, invert_step_flops(model, jnp.asarray(photo), layer) * steps),
+        })  # fmt: skip
 
 
 if __name__ == "__main__":

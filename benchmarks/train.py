@@ -2,11 +2,16 @@
 
     python benchmarks/train.py [--data PATH_TO_FASHION_MNIST] [--batch 128]
 
-JSON lines: the matmul peak of this machine; the steady-state training step (compile time
-apart, median of repeated steps) with examples/s, FLOP/s and the fraction of the matmul
-peak; the same step run as a Python loop of jitted steps against the chunked ``lax.scan``
-that ``fit`` uses (ratio measured in the same run); and one full epoch of ``fit`` on
-Fashion-MNIST (54,000 training images) with its wall time and validation accuracy.
+JSON lines (each with device and CPU): the matmul peak of this machine; the steady-state
+training step (``jax.jit`` of ``cnnjax.training.make_train_step``, compile time apart, median
+of repeated steps) with examples/s, FLOP/s (XLA's count of the compiled step) and the
+fraction of the matmul peak; ``fit`` itself for one chunk of ``--steps`` steps (its
+``lax.scan`` over batches gathered on the device, one epoch of ``steps * batch`` training
+examples, ``steps_per_checkpoint=steps``, validation on ``batch`` examples included) against a
+Python loop of the same number of jitted steps, ratio measured in the same run (``fit`` is
+timed with ``_common.time_call``: compile seconds from JAX's compile events during the first
+call, then the median of later calls); and one full epoch of ``fit`` on Fashion-MNIST (54,000
+training images) with its wall time and validation accuracy.
 """
 
 from __future__ import annotations
@@ -18,13 +23,13 @@ import time
 import jax
 import jax.numpy as jnp
 import optax
-from _common import device_info, emit, matmul_peak, time_jitted
+from _common import device_info, emit, matmul_peak, time_call, time_jitted
 from flax import nnx
 
-from cnnjax.models.fashionnet import FashionNet, fashionnet_model
-from cnnjax.training import TrainState, data, fit, make_train_step
-from cnnjax.training.fashion import FashionConfig
-from cnnjax.training.loop import _chunk_runner
+from cnnjax import data
+from cnnjax.models import FashionNet, fashionnet_model
+from cnnjax.training import FashionConfig, TrainState, fit, make_train_step
+from cnnjax.transforms import augmentation
 
 
 def main() -> None:
@@ -32,19 +37,21 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="Fashion-MNIST folder (default: the usual places)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=50, help="steps per timed chunk")
+    parser.add_argument("--limit", type=int, default=None, help="first N training images only (checks)")
     args = parser.parse_args()
     info = device_info()
     peak = matmul_peak()
     emit({"case": "matmul_peak", **info, "gflops_per_s": round(peak / 1e9, 1)})
 
     train_all, _ = data.load_fashion_mnist(args.data)
-    train, val = data.split_train_val(train_all, 0.1, seed=0)
+    if args.limit is not None:
+        train_all = data.make_dataset(train_all.images[: args.limit], train_all.labels[: args.limit],
+                                      train_all.class_names)  # fmt: skip
+    train, val = data.split_train_val(train_all, 0.1, key=0)
     model = fashionnet_model(FashionNet(rngs=nnx.Rngs(0)))
     optimizer = optax.sgd(0.05, momentum=0.9)
     config = FashionConfig()
-
-    def augment(key, images):
-        return data.augment(key, images, flip=config.flip, crop_pad=config.crop_pad)
+    augment = augmentation(flip=config.flip, crop_pad=config.crop_pad)
 
     step = make_train_step(model, optimizer, l2=config.l2, augment=augment)
     state = TrainState(model.params, optimizer.init(model.params))
@@ -55,21 +62,24 @@ def main() -> None:
     flops = float(r["cost"]["flops"])
     rate = flops / r["steady_s"]
     emit({"case": "train_step", **info, "model": "fashionnet", "batch": b, "compile_s": r["compile_s"],
-          "steady_s": round(r["steady_s"], 4), "examples_per_s": round(b / r["steady_s"], 1),
+          "steady_s": round(r["steady_s"], 4), "runs": r["runs"],
+          "examples_per_s": round(b / r["steady_s"], 1),
           "gflop_per_example": round(flops / b / 1e9, 4), "gflops_per_s": round(rate / 1e9, 1),
           "fraction_of_matmul_peak": round(rate / peak, 3)})  # fmt: skip
 
-    # A Python loop of jitted steps against fit's chunked lax.scan, same steps, same run.
-    images, labels = jnp.asarray(train.images), jnp.asarray(train.labels)
-    perm = jax.random.permutation(jax.random.key(1), len(labels))
-    run_chunk = _chunk_runner(step, b)
+    # fit's chunked lax.scan (one chunk of args.steps steps: one epoch of steps * b examples)
+    # against a Python loop of the same number of jitted steps, same run.
+    n = args.steps * b
+    chunk_train = (train.images[:n], train.labels[:n])
+    chunk_val = (val.images[:b], val.labels[:b])
+    scan = time_call(fit, model, chunk_train, chunk_val, optimizer=optimizer, epochs=1, batch_size=b,
+                     l2=config.l2, augment=augment, steps_per_checkpoint=args.steps, progress=False,
+                     repeats=3, min_seconds=0)  # fmt: skip
+    images, labels = jnp.asarray(train.images[:n]), jnp.asarray(train.labels[:n])
+    perm = jax.random.permutation(jax.random.key(1), n)
     key = jax.random.key(2)
-    jax.block_until_ready(run_chunk(state, images, labels, perm, key, 0, args.steps))
-    scan_times, loop_times = [], []
+    loop_times = []
     for _ in range(3):
-        t = time.perf_counter()
-        jax.block_until_ready(run_chunk(state, images, labels, perm, key, 0, args.steps))
-        scan_times.append(time.perf_counter() - t)
         s = state
         t = time.perf_counter()
         for i in range(args.steps):
@@ -77,10 +87,13 @@ def main() -> None:
             s, _ = jitted(s, images[idx], labels[idx], jax.random.fold_in(key, i))
         jax.block_until_ready(s)
         loop_times.append(time.perf_counter() - t)
-    scan_s, loop_s = statistics.median(scan_times), statistics.median(loop_times)
+    scan_s, loop_s = scan["steady_s"], statistics.median(loop_times)
     emit({"case": "scan_vs_python_loop", **info, "batch": b, "steps": args.steps,
-          "scan_examples_per_s": round(args.steps * b / scan_s, 1),
-          "loop_examples_per_s": round(args.steps * b / loop_s, 1),
+          "fit_compile_s": scan["compile_s"], "fit_compiles": scan["compiles"],
+          "fit_steady_s": round(scan_s, 4),
+          "fit_steady_compiles": scan["steady_compiles"], "loop_steady_s": round(loop_s, 4),
+          "scan_examples_per_s": round(n / scan_s, 1),
+          "loop_examples_per_s": round(n / loop_s, 1),
           "scan_speedup": round(loop_s / scan_s, 3)})  # fmt: skip
 
     # One epoch of fit, end to end (compile included, as a user sees it).

@@ -1,21 +1,23 @@
 """The ``cnnjax`` command.
 
-    cnnjax classify IMAGE... [--model NAME] [--top K]
+    cnnjax classify IMAGE... [--model NAME] [--top-k K]
     cnnjax models [--layers]
     cnnjax train --data fashion-mnist --model fashionnet [--epochs N] ...
     cnnjax evaluate --model fashionnet
-    cnnjax visualize (--layer L --channels C... | --classes NAME...) [--preset P] [--out FILE]
+    cnnjax visualize (--layer L --units U... | --classes NAME...) [--preset P] [--out FILE]
     cnnjax dream IMAGE [--layers L...] [--out FILE]
     cnnjax invert IMAGE [--layers L...] [--out FILE]
     cnnjax style CONTENT STYLE... [--blend W...] [--preserve-color] [--out FILE]
     cnnjax fool --classes NAME... [--method gradient|evolution] [--out FILE]
     cnnjax attack IMAGE --method fgsm|fgm|bim|pgd|lbfgs|cw [--eps 2/255] [--target CLASS]
     cnnjax demo --out DIR [--full]
-    cnnjax cam IMAGE [--class C | --top-k K] [--method cam|gradcam|gradcam++|scorecam|layercam]
+    cnnjax cam IMAGE [--classes C... | --top-k K] [--method cam|gradcam|gradcam++|scorecam|layercam]
     cnnjax rf --layer L [--unit U --images DIR]
 
-Bad arguments print a usage message and exit with status 2; a bad file or value exits with
-status 1 and a one-line message (never a traceback).
+Flags follow the vocabulary of the library's arguments (README, "Vocabulary"): ``--classes``,
+``--layer``/``--layers``, ``--units``, ``--learning-rate``, ``--steps``, ``--key``, ``--top-k``,
+``--out``. Bad arguments print a usage message and exit with status 2; a bad file or value
+exits with status 1 and a one-line message (never a traceback).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _model_names():
-    from cnnjax.models.zoo import list_models
+    from cnnjax.models import list_models
 
     return list(list_models())
 
@@ -45,19 +47,17 @@ def _cmd_classify(args) -> int:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from cnnjax._src.image_io import load_image
-    from cnnjax.models.zoo import load_model
-    from cnnjax.techniques.classify import classify
+    from cnnjax.models import classify, load_model
 
     model = load_model(args.model)
     spec = model.spec
-    k = min(args.top, spec.num_classes)
+    k = min(args.top_k, spec.num_classes)
     # Check every file before any model work.
-    images = [_channels(load_image(p, spec.input_size, resize=spec.resize_size), spec) for p in args.images]
+    images = [_load_for(spec, p) for p in args.images]
     chunks = range(0, len(images), _CLASSIFY_BATCH)
     for start in tqdm(chunks, desc="classify", unit="batch", disable=len(chunks) < 2, leave=False):
         batch = images[start : start + _CLASSIFY_BATCH]
-        probs, idx = classify(model, np.concatenate(batch), k=k)
+        probs, idx = classify(model, np.concatenate(batch), top_k=k)
         for path, p_row, i_row in zip(args.images[start:], np.asarray(probs), np.asarray(idx)):
             print(path)
             for p, i in zip(p_row, i_row):
@@ -66,7 +66,7 @@ def _cmd_classify(args) -> int:
 
 
 def _cmd_models(args) -> int:
-    from cnnjax.models.zoo import list_models, load_model
+    from cnnjax.models import list_models, load_model
 
     for name, desc in list_models().items():
         print(f"{name}: {desc}")
@@ -87,36 +87,39 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from cnnjax.training.fashion import FashionConfig, train_fashionnet
+    from cnnjax._src.image_io import save_image
+    from cnnjax.report import training_curves
+    from cnnjax.training import FashionConfig, train_fashionnet
 
     drops = tuple(e for e in FashionConfig.lr_drop_epochs if e < args.epochs)
-    config = FashionConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                           seed=args.seed, optimizer=args.optimizer, lr_drop_epochs=drops)  # fmt: skip
+    config = FashionConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                           seed=args.key, optimizer=args.optimizer, lr_drop_epochs=drops)  # fmt: skip
     result, manifest = train_fashionnet(args.data_dir, args.out, config, checkpoint_dir=args.checkpoints,
                                         download=args.download, progress=not args.quiet)  # fmt: skip
+    save_image(args.out / "curves.png", training_curves(result.history))
     print(result.message)
     print(f"validation accuracy {manifest['validation_accuracy']:.4f}, "
           f"test accuracy {manifest['test_accuracy']:.4f}")  # fmt: skip
-    print(f"wrote {args.out / manifest['file']} and {args.out / 'fashionnet.json'}; "
-          f"load it with cnnjax.load_model('fashionnet', weights_dir='{args.out}')")  # fmt: skip
-    return 1 if result.stopped == "diverged" else 0
+    print(f"wrote {args.out / manifest['file']}, {args.out / 'fashionnet.json'} and the curves "
+          f"{args.out / 'curves.png'}; load it with "
+          f"cnnjax.load_model('fashionnet', weights_dir='{args.out}')")  # fmt: skip
+    return 0
 
 
 def _cmd_evaluate(args) -> int:
     import numpy as np
 
-    from cnnjax.models.zoo import load_model
-    from cnnjax.training import data
-    from cnnjax.training.loop import evaluate
+    from cnnjax import data
+    from cnnjax.models import classify, load_model
+    from cnnjax.training import evaluate
 
     model = load_model(args.model, weights_dir=args.weights)
     _, test = data.load_fashion_mnist(args.data_dir, download=args.download)
     loss, acc = evaluate(model, model.params, test.images, test.labels)
     print(f"{args.model} on the Fashion-MNIST test set ({len(test.labels)} images): "
           f"accuracy {acc:.4f}, loss {loss:.4f}")  # fmt: skip
-    logits = np.concatenate([np.asarray(model(test.images[i : i + 1000])["logits"])
-                             for i in range(0, len(test.labels), 1000)])  # fmt: skip
-    pred = logits.argmax(-1)
+    pred = np.concatenate([np.asarray(classify(model, test.images[i : i + 1000], top_k=1).classes[:, 0])
+                           for i in range(0, len(test.labels), 1000)])  # fmt: skip
     for c, name in enumerate(model.spec.class_names):
         mask = test.labels == c
         print(f"  {name:<12} {np.mean(pred[mask] == c):.4f}")
@@ -131,9 +134,9 @@ def _note(message: str) -> None:
 def _cmd_visualize(args) -> int:
     from cnnjax import objectives
     from cnnjax._src.image_io import save_image
-    from cnnjax.models.zoo import load_model
-    from cnnjax.report.figures import captioned_grid
-    from cnnjax.techniques.visualize import visualize
+    from cnnjax.models import load_model, probabilities
+    from cnnjax.report import captioned_grid
+    from cnnjax.synthesis import visualize
 
     model = load_model(args.model)
     spec = model.spec
@@ -142,18 +145,16 @@ def _cmd_visualize(args) -> int:
         objs = [objectives.class_logit(i) for i in targets]
         captions = [f"{spec.class_name(i)} ({i})" for i in targets]
     else:
-        if args.layer is None or not args.channels:
-            raise ValueError("give --classes, or --layer with --channels")
+        if args.layer is None or not args.units:
+            raise ValueError("give --classes, or --layer with --units")
         make = objectives.neuron if args.neuron else objectives.channel
-        objs = [make(args.layer, c) for c in args.channels]
-        captions = [f"{args.layer}:{c}" for c in args.channels]
+        objs = [make(args.layer, u) for u in args.units]
+        captions = [f"{args.layer}:{u}" for u in args.units]
     _note(f"visualize: {len(objs)} targets, preset {args.preset} (one compiled program; minutes on a CPU)")
     vis = visualize(model, objs, preset=args.preset, steps=args.steps, size=args.size, restarts=args.restarts,
-                    key=args.seed)  # fmt: skip
+                    learning_rate=args.learning_rate, key=args.key)  # fmt: skip
     if args.classes:
-        import jax
-
-        probs = jax.nn.softmax(model(vis.images)["logits"], axis=-1)
+        probs = probabilities(model, vis.images)
         captions = [f"{c} {float(probs[i, t]):.0%}" for i, (c, t) in enumerate(zip(captions, targets))]
     scale = 2 if vis.images.shape[1] < 100 else 1
     path = save_image(args.out, captioned_grid(vis.images, captions, scale=scale))
@@ -162,16 +163,16 @@ def _cmd_visualize(args) -> int:
 
 
 def _cmd_dream(args) -> int:
-    from cnnjax._src.image_io import load_image, save_image
-    from cnnjax.models.zoo import load_model
-    from cnnjax.techniques.dream import dream
+    from cnnjax._src.image_io import save_image
+    from cnnjax.models import load_model
+    from cnnjax.synthesis import dream
 
     model = load_model(args.model)
-    image = _channels(_fit(load_image(args.image), args.max_size), model.spec)
+    image = _load_for(model.spec, args.image, max_side=args.max_size)
     size = f"{image.shape[2]}x{image.shape[1]}"
     _note(f"dream: {size}, layers {', '.join(args.layers)}, {args.octaves} octaves")
-    out = dream(model, image, args.layers, octaves=args.octaves, steps=args.steps, step_size=args.step_size,
-                key=args.seed)  # fmt: skip
+    out = dream(model, image, args.layers, octaves=args.octaves, steps=args.steps,
+                learning_rate=args.learning_rate, key=args.key)  # fmt: skip
     print(f"wrote {save_image(args.out, out.images[0])}")
     return 0
 
@@ -179,16 +180,15 @@ def _cmd_dream(args) -> int:
 def _cmd_invert(args) -> int:
     import numpy as np
 
-    from cnnjax._src.image_io import load_image, save_image
-    from cnnjax.models.zoo import load_model
-    from cnnjax.report.figures import captioned_grid
-    from cnnjax.techniques.invert import invert
+    from cnnjax._src.image_io import save_image
+    from cnnjax.models import load_model
+    from cnnjax.report import captioned_grid
+    from cnnjax.synthesis import invert
 
     model = load_model(args.model)
-    spec = model.spec
-    image = _channels(load_image(args.image, spec.input_size, resize=spec.resize_size), spec)
+    image = _load_for(model.spec, args.image)
     _note(f"invert: layers {', '.join(args.layers)}, {args.steps} steps (one compiled program)")
-    inv = invert(model, image, args.layers, steps=args.steps, key=args.seed)
+    inv = invert(model, image, args.layers, steps=args.steps, key=args.key)
     tiles = np.concatenate([image, np.asarray(inv.images)])
     captions = ["photo"] + [f"{name}: error {float(e):.3f}" for name, e in zip(inv.layers, inv.error)]
     print(f"wrote {save_image(args.out, captioned_grid(tiles, captions, cols=len(tiles)))}")
@@ -198,18 +198,17 @@ def _cmd_invert(args) -> int:
 def _cmd_style(args) -> int:
     import numpy as np
 
-    from cnnjax._src.image_io import load_image, save_image
-    from cnnjax.models.zoo import load_model
-    from cnnjax.techniques.style import style_transfer
+    from cnnjax._src.image_io import save_image
+    from cnnjax.models import load_model
+    from cnnjax.synthesis import style_transfer
 
     model = load_model(args.model)
-    content = _channels(load_image(args.content, args.size, resize=args.size), model.spec)
-    styles = np.concatenate([_channels(load_image(_style_path(p), args.size, resize=args.size), model.spec)
-                             for p in args.styles])  # fmt: skip
+    content = _load_for(model.spec, args.content, size=args.size)
+    styles = np.concatenate([_load_for(model.spec, _style_path(p), size=args.size) for p in args.styles])
     _note(f"style: {len(args.styles)} style image(s), {args.steps} steps with {args.optimizer}")
     out = style_transfer(model, content, styles, blend=args.blend, steps=args.steps, optimizer=args.optimizer,
                          preserve_color=args.preserve_color, style_weight=args.style_weight,
-                         key=args.seed)  # fmt: skip
+                         learning_rate=args.learning_rate, key=args.key)  # fmt: skip
     print(f"wrote {save_image(args.out, out.images[0])}")
     print(f"style loss {float(out.initial_style_loss[0]):.4f} -> {float(out.style_loss[0]):.4f}, "
           f"content loss {float(out.content_loss[0]):.4f}")  # fmt: skip
@@ -218,15 +217,15 @@ def _cmd_style(args) -> int:
 
 def _cmd_fool(args) -> int:
     from cnnjax._src.image_io import save_image
-    from cnnjax.models.zoo import load_model
-    from cnnjax.report.figures import captioned_grid
-    from cnnjax.techniques.fooling import fooling_images
+    from cnnjax.attacks import fooling_images
+    from cnnjax.models import load_model
+    from cnnjax.report import captioned_grid
 
     model = load_model(args.model)
     spec = model.spec
     classes = [spec.class_index(c) for c in args.classes]  # names checked before any work
     _note(f"fool: {len(classes)} classes by {args.method} (one compiled program)")
-    fool = fooling_images(model, classes, method=args.method, steps=args.steps, size=args.size, key=args.seed)
+    fool = fooling_images(model, classes, method=args.method, steps=args.steps, size=args.size, key=args.key)
     captions = [f"{spec.class_name(c)} {float(p):.1%}" for c, p in zip(classes, fool.confidence)]
     scale = 2 if fool.images.shape[1] < 100 else 1
     path = save_image(args.out, captioned_grid(fool.images, captions, scale=scale))
@@ -251,22 +250,27 @@ def _style_path(name: str):
     return name  # load_image reports the missing file
 
 
-def _channels(image, spec):
-    """RGB images as the model takes them: greyscale models get the mean of R, G and B."""
-    return image.mean(axis=-1, keepdims=True) if spec.channels == 1 else image
-
-
-def _fit(image, max_size: int):
-    """Downscale so the longer side is at most ``max_size`` (keeps dreams fast)."""
+def _load_for(spec, path, *, size=None, max_side: int | None = None):
+    """One image file as a batch for the model: the model's evaluation crop (or a square of
+    ``size``, or the whole image scaled down to at most ``max_side``), greyscale models getting
+    the mean of R, G and B. The file is checked before any model work."""
     import jax
     import numpy as np
 
-    h, w = image.shape[1:3]
-    if max(h, w) <= max_size:
-        return image
-    s = max_size / max(h, w)
-    size = (1, max(1, round(h * s)), max(1, round(w * s)), image.shape[-1])
-    return np.asarray(jax.image.resize(image, size, "linear")).clip(0.0, 1.0)
+    from cnnjax._src.image_io import load_image
+
+    if max_side is not None:
+        image = load_image(path)
+        h, w = image.shape[1:3]
+        if max(h, w) > max_side:
+            s = max_side / max(h, w)
+            shape = (1, max(1, round(h * s)), max(1, round(w * s)), image.shape[-1])
+            image = np.asarray(jax.image.resize(image, shape, "linear")).clip(0.0, 1.0)
+    elif size is not None:
+        image = load_image(path, size, resize=size)
+    else:
+        image = load_image(path, spec.input_size, resize=spec.resize_size)
+    return image.mean(axis=-1, keepdims=True) if spec.channels == 1 else image
 
 
 _ATTACKS = {"fgsm": "FGSM", "fgm": "FGM", "bim": "BIM", "pgd": "PGD", "lbfgs": "L-BFGS",
@@ -277,10 +281,9 @@ def _cmd_attack(args) -> int:
     import numpy as np
 
     from cnnjax import attacks
-    from cnnjax._src.image_io import load_image, save_image
-    from cnnjax.models.zoo import load_model
-    from cnnjax.report.adversarial import adversarial_figure
-    from cnnjax.techniques.classify import classify
+    from cnnjax._src.image_io import save_image
+    from cnnjax.models import classify, load_model
+    from cnnjax.report import adversarial_figure
 
     method = args.method
     minimal = method in ("lbfgs", "cw")  # these minimise the perturbation: no epsilon
@@ -288,7 +291,7 @@ def _cmd_attack(args) -> int:
         raise ValueError(f"--norm applies to bim and pgd only, not to {method}")
     model = load_model(args.model)
     spec = model.spec
-    image = _channels(load_image(args.image, spec.input_size, resize=spec.resize_size), spec)
+    image = _load_for(spec, args.image)
     target = None if args.target is None else spec.class_index(args.target)
     l2 = method == "fgm" or args.norm == "2"
     kwargs = {} if args.steps is None else {"steps": args.steps}
@@ -302,15 +305,13 @@ def _cmd_attack(args) -> int:
     if method in ("bim", "pgd"):
         kwargs["norm"] = args.norm
     if method == "pgd":
-        kwargs["key"] = args.seed
+        kwargs["key"] = args.key
     about += f", target {spec.class_name(target)} ({target})" if target is not None else ", untargeted"
     fn = {"fgsm": attacks.fgsm, "fgm": attacks.fgm, "bim": attacks.bim, "pgd": attacks.pgd,
           "lbfgs": attacks.lbfgs, "cw": attacks.carlini_wagner}[method]  # fmt: skip
 
-    try:  # the attack checks every argument before any work, and labels the image itself
-        result = fn(model, image, targets=None if target is None else [target], **kwargs)
-    except FloatingPointError as e:
-        raise ValueError(str(e)) from None
+    # The attack checks every argument before any work, and labels the image itself.
+    result = fn(model, image, targets=None if target is None else [target], **kwargs)
     probs, idx = classify(model, image)  # the attack's own compiled program for the labels
     label, p0 = int(idx[0, 0]), float(probs[0, 0])
     adv = np.asarray(result.images)
@@ -328,8 +329,9 @@ def _cmd_attack(args) -> int:
     print(f"wrote {save_image(out, fig)}")
     return 0
 
+
 def _cmd_demo(args) -> int:
-    from cnnjax.report.demo import run_demo
+    from cnnjax.report import run_demo
 
     path = run_demo(args.out, model_name=args.model, full=args.full, progress=not args.quiet)
     print(f"wrote {path}\nopen it in a browser: file://{path.resolve()}")
@@ -340,43 +342,34 @@ _CAM_METHODS = ("cam", "gradcam", "gradcam++", "scorecam", "layercam")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def _load_for(spec, path):
-    """One image file as a batch for the model (greyscale models get the mean of R, G, B)."""
-    from cnnjax._src.image_io import load_image
-
-    x = load_image(path, spec.input_size, resize=spec.resize_size)
-    return x.mean(axis=-1, keepdims=True) if spec.channels == 1 else x
-
-
 def _cmd_cam(args) -> int:
     import numpy as np
 
+    from cnnjax import saliency
     from cnnjax._src.image_io import image_grid, save_image
-    from cnnjax.models.zoo import load_model
-    from cnnjax.report.overlay import overlay
-    from cnnjax.techniques import cam as cams
-    from cnnjax.techniques.classify import classify
+    from cnnjax._src.targets import check_spatial_layer
+    from cnnjax.models import load_model, probabilities
+    from cnnjax.report import overlay
 
     model = load_model(args.model)
     spec = model.spec
     image = _load_for(spec, args.image)  # the file is checked before any model work
-    layer = cams.check_spatial_layer(spec, args.layer)
-    chosen = spec.class_index(args.cls) if args.cls is not None else None
-    probs, idx = classify(model, image, k=spec.num_classes)
-    probs, idx = np.asarray(probs)[0], np.asarray(idx)[0]
-    classes = [chosen] if chosen is not None else [int(c) for c in idx[: min(args.top_k, spec.num_classes)]]
-    method = {"cam": cams.cam, "gradcam": cams.grad_cam, "gradcam++": cams.grad_cam_plus_plus,
-              "scorecam": cams.score_cam, "layercam": cams.layer_cam}[args.method]  # fmt: skip
+    layer = check_spatial_layer(spec, args.layer)
+    chosen = [spec.class_index(c) for c in args.classes] if args.classes else None
+    p = np.asarray(probabilities(model, image))[0]
+    top = [int(c) for c in np.argsort(-p, kind="stable")[: min(args.top_k, spec.num_classes)]]
+    classes = chosen if chosen is not None else top
+    method = {"cam": saliency.cam, "gradcam": saliency.grad_cam, "gradcam++": saliency.grad_cam_plus_plus,
+              "scorecam": saliency.score_cam, "layercam": saliency.layer_cam}[args.method]  # fmt: skip
     if args.method == "scorecam":
         n = spec.layer(layer).channels
         print(f"score-cam: {n} masked forward passes at {layer!r}, in one compiled call", file=sys.stderr)
     maps = np.asarray(method(model, image, [classes], layer=layer, upsample=True))[0]
-    p_of = dict(zip(idx.tolist(), probs.tolist()))
     print(f"{args.image}  ({args.method} at {layer!r})")
     tiles = []
     for c, m in zip(classes, maps):
         y, x = np.unravel_index(int(np.argmax(m)), m.shape)
-        print(f"  {p_of[c]:7.2%}  {spec.class_name(c)} ({c})  peak at (y={y}, x={x})")
+        print(f"  {p[c]:7.2%}  {spec.class_name(c)} ({c})  peak at (y={y}, x={x})")
         tiles.append(overlay(image[0], m))
     out = args.out or Path(f"{Path(args.image).stem}_{args.method.replace('+', 'p')}.png")
     save_image(out, image_grid(np.stack(tiles), cols=min(4, len(tiles))))
@@ -387,21 +380,19 @@ def _cmd_cam(args) -> int:
 def _cmd_rf(args) -> int:
     import numpy as np
 
+    from cnnjax import receptive_field as rf
     from cnnjax._src.image_io import load_images, save_image
     from cnnjax._src.samples import sample_photos
-    from cnnjax.models.zoo import load_model
-    from cnnjax.report.overlay import heatmap
-    from cnnjax.techniques import receptive_field as rf
-    from cnnjax.techniques.cam import check_spatial_layer
+    from cnnjax._src.targets import check_spatial_layer, check_units
+    from cnnjax.models import load_model
+    from cnnjax.report import heatmap
 
     model = load_model(args.model)
     spec = model.spec
     layer = check_spatial_layer(spec, args.layer)
     images = None
     if args.unit is not None:
-        channels = spec.layer(layer).channels
-        if args.unit >= channels:
-            raise ValueError(f"unit {args.unit} is out of range for layer {layer!r}: valid 0..{channels - 1}")
+        check_units(spec, layer, args.unit)
         if args.images is not None:
             if not args.images.is_dir():
                 raise FileNotFoundError(f"--images {args.images} is not a folder")
@@ -423,19 +414,22 @@ def _cmd_rf(args) -> int:
           f"{field.size[0]}x{field.size[1]} pixels, stride {field.stride[0]}x{field.stride[1]}, padding "
           f"{field.padding[0]} top / {field.padding[1]} left"
           + (f" (the spec's hand-derived size: {hand})" if hand else ""))  # fmt: skip
-    print(f"  position (0, 0): centre ({cy[0]:g}, {cx[0]:g}), pixels {field.box(0, 0)}; "
-          f"position ({h - 1}, {w - 1}): centre ({cy[-1]:g}, {cx[-1]:g}), pixels {field.box(h - 1, w - 1)}")
+    print(
+        f"  position (0, 0): centre ({cy[0]:g}, {cx[0]:g}), pixels {field.box(0, 0)}; "
+        f"position ({h - 1}, {w - 1}): centre ({cy[-1]:g}, {cx[-1]:g}), pixels {field.box(h - 1, w - 1)}"
+    )
     if images is None:
         return 0
     k = min(args.top_k, len(images))
     emp = rf.empirical(model, layer, args.unit, images, top_k=k, patch=args.patch, stride=args.stride,
                        progress=not args.quiet)  # fmt: skip
-    eff = rf.effective(model, layer, images, unit=args.unit)
-    print(f"  unit {args.unit}: empirical receptive field {emp.size:.1f} px (occlusion, top {k} of "
-          f"{len(images)} images, {emp.copies} occluded copies); effective {eff.size:.1f} px (gradient at "
-          f"position {eff.position}); theoretical {field.size[0]} px")  # fmt: skip
+    eff = rf.effective(model, layer, images, units=args.unit)
+    print(f"  unit {args.unit}: empirical receptive field {emp.sizes[0]:.1f} px (occlusion, top {k} of "
+          f"{len(images)} images, {emp.copies[0]} occluded copies); effective {eff.sizes[0]:.1f} px "
+          f"(gradient at position {tuple(int(v) for v in eff.positions[0])}); theoretical "
+          f"{field.size[0]} px")  # fmt: skip
     out = args.out or Path(f"rf_{layer}_{args.unit}.png")
-    save_image(out, heatmap(emp.map))
+    save_image(out, heatmap(emp.maps[0]))
     print(f"wrote {out}")
     return 0
 
@@ -448,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("classify", help="print the top classes of images")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
-    p.add_argument("--top", type=_positive_int, default=5, metavar="K", help="classes per image (5)")
+    p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="classes per image (5)")
     p.set_defaults(run=_cmd_classify)
 
     p = sub.add_parser("models", help="list the bundled models and their layers")
@@ -461,11 +455,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None, help="folder with the data set's files")
     p.add_argument("--download", action="store_true", help="download the data set if it is missing")
     p.add_argument("--epochs", type=_positive_int, default=24)
-    p.add_argument("--optimizer", choices=["heavy_ball", "notes"], default="heavy_ball",
-                   help="momentum form: optax's heavy ball (default) or the course notes'")
+    p.add_argument(
+        "--optimizer",
+        choices=["heavy_ball", "notes"],
+        default="heavy_ball",
+        help="momentum form: optax's heavy ball (default) or the course notes'",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=128)
-    p.add_argument("--lr", type=_positive_float, default=0.05, help="learning rate (0.05)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--learning-rate", type=_positive_float, default=0.05, help="learning rate (0.05)")
+    p.add_argument("--key", type=int, default=0, help="random seed (0)")
     p.add_argument("--out", type=Path, default=Path("cnnjax-train"), help="where the weights go")
     p.add_argument("--checkpoints", type=Path, default=None, help="resumable checkpoints here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -479,28 +477,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_evaluate)
 
     p = sub.add_parser("visualize", help="images that maximise channels, neurons or classes (a PNG grid)")
-    p.add_argument("--layer", help="the layer of --channels (see cnnjax models --layers)")
-    p.add_argument("--channels", type=_nonnegative_int, nargs="+", metavar="C", help="channel indices")
-    p.add_argument("--neuron", action="store_true", help="the centre unit of each channel, not its mean")
+    p.add_argument("--layer", help="the layer of --units (see cnnjax models --layers)")
+    p.add_argument("--units", type=_nonnegative_int, nargs="+", metavar="U", help="channel indices")
+    p.add_argument("--neuron", action="store_true", help="the centre neuron of each unit, not its mean")
     p.add_argument("--classes", nargs="+", metavar="NAME", help="class names or indices (logits)")
     p.add_argument("--preset", choices=["lucid", "yosinski", "plain"], default="lucid")
     p.add_argument("--steps", type=_positive_int, default=None, help="optimiser steps (preset's)")
     p.add_argument("--size", type=_positive_int, default=None, help="image size (preset's)")
     p.add_argument("--restarts", type=_positive_int, default=1, help="best of R runs per target")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--learning-rate", type=_positive_float, default=None, help="the preset's optimiser's")
+    p.add_argument("--key", type=int, default=0, help="random seed (0)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=Path("visualize.png"), help="the PNG to write")
     p.set_defaults(run=_cmd_visualize)
 
     p = sub.add_parser("dream", help="DeepDream a photo")
     p.add_argument("image", metavar="IMAGE")
-    p.add_argument("--layers", nargs="+", default=["block_6"], metavar="L",
-                   help="layers to amplify (block_6)")
+    p.add_argument(
+        "--layers", nargs="+", default=["block_6"], metavar="L", help="layers to amplify (block_6)"
+    )
     p.add_argument("--octaves", type=_positive_int, default=4)
     p.add_argument("--steps", type=_positive_int, default=10, help="steps per octave (10)")
-    p.add_argument("--step-size", type=_positive_float, default=1.5, help="grey levels per step (1.5)")
+    p.add_argument("--learning-rate", type=_positive_float, default=1.5, help="grey levels per step (1.5)")
     p.add_argument("--max-size", type=_positive_int, default=512, help="downscale larger photos to this")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--key", type=int, default=0, help="random seed (0)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=Path("dream.png"))
     p.set_defaults(run=_cmd_dream)
@@ -509,23 +509,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--layers", nargs="+", default=["stem", "block_3", "block_10", "logits"], metavar="L")
     p.add_argument("--steps", type=_positive_int, default=300)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--key", type=int, default=0, help="random seed (0)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=Path("invert.png"))
     p.set_defaults(run=_cmd_invert)
 
     p = sub.add_parser("style", help="paint a photo in the style of others")
     p.add_argument("content", metavar="CONTENT")
-    p.add_argument("styles", nargs="+", metavar="STYLE",
-                   help="style images, or the bundled 'ihc', 'hubble_deep_field'")
-    p.add_argument("--blend", type=_nonnegative_float, nargs="+", default=None, metavar="W",
-                   help="one weight per style image")
+    p.add_argument(
+        "styles", nargs="+", metavar="STYLE", help="style images, or the bundled 'ihc', 'hubble_deep_field'"
+    )
+    p.add_argument(
+        "--blend",
+        type=_nonnegative_float,
+        nargs="+",
+        default=None,
+        metavar="W",
+        help="one weight per style image",
+    )
     p.add_argument("--style-weight", type=_nonnegative_float, default=30.0)
     p.add_argument("--preserve-color", action="store_true", help="transfer luminance only, keep the colours")
     p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
+    p.add_argument("--learning-rate", type=_positive_float, default=None, help="Adam's (0.01)")
     p.add_argument("--steps", type=_positive_int, default=200)
     p.add_argument("--size", type=_positive_int, default=224)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--key", type=int, default=0, help="random seed (0)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=Path("style.png"))
     p.set_defaults(run=_cmd_style)
@@ -535,19 +543,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["gradient", "evolution"], default="gradient")
     p.add_argument("--steps", type=_positive_int, default=None, help="steps or generations (100 / 200)")
     p.add_argument("--size", type=_positive_int, default=None, help="image size (the model's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--key", type=int, default=0, help="random seed (0)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=Path("fool.png"))
     p.set_defaults(run=_cmd_fool)
     p = sub.add_parser("attack", help="fool the model: an adversarial example and its figure")
     p.add_argument("image", metavar="IMAGE", help="an image file (any format Pillow reads)")
     p.add_argument("--method", choices=list(_ATTACKS), default="pgd", help="the attack (pgd)")
-    p.add_argument("--eps", type=_fraction, default=None,
-                   help="radius in [0, 1] pixel units, fractions allowed: 2/255 (default; L2: 0.5)")
+    p.add_argument(
+        "--eps",
+        type=_fraction,
+        default=None,
+        help="radius in [0, 1] pixel units, fractions allowed: 2/255 (default; L2: 0.5)",
+    )
     p.add_argument("--norm", choices=["inf", "2"], default="inf", help="bim and pgd: L-inf or L2 ball")
     p.add_argument("--target", default=None, metavar="CLASS", help="class index or name: a targeted attack")
     p.add_argument("--steps", type=_positive_int, default=None, help="iterations (the attack's default)")
-    p.add_argument("--seed", type=int, default=0, help="pgd's random start")
+    p.add_argument("--key", type=int, default=0, help="random seed of pgd's random start (0)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=None, help="the figure (default: IMAGE-METHOD.png here)")
     p.set_defaults(run=_cmd_attack)
@@ -562,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cam", help="class activation maps of an image, as a heat-map overlay")
     p.add_argument("image", metavar="IMAGE", help="an image file")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--class", dest="cls", default=None, metavar="C", help="a class index or name")
+    which.add_argument("--classes", nargs="+", default=None, metavar="C", help="class indices or names")
     which.add_argument("--top-k", type=_positive_int, default=1, metavar="K", help="the top K classes (1)")
     p.add_argument("--method", choices=_CAM_METHODS, default="cam", help="cam (default), gradcam, ...")
     p.add_argument("--layer", default=None, help="the feature layer (default: the last spatial one)")
@@ -572,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rf", help="receptive fields of a layer: theoretical, and a unit's empirical one")
     p.add_argument("--layer", required=True, help="a spatial layer")
-    p.add_argument("--unit", type=_non_negative_int, default=None, help="a channel: its empirical field")
+    p.add_argument("--unit", type=_nonnegative_int, default=None, help="a channel: its empirical field")
     p.add_argument("--images", type=Path, default=None, metavar="DIR", help="candidate images (samples)")
     p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="images averaged (5)")
     p.add_argument("--patch", type=_positive_int, default=11, help="occluder side in pixels (11)")
@@ -616,17 +628,6 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number or a fraction (2/255), got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    """An argparse type: an int >= 0 (a channel index)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
     return value
 
 

@@ -3,6 +3,7 @@
 Run as a script, it trains with checkpoints: ``python _training_task.py CKPT_DIR OUT.npz``.
 """
 
+import functools
 import sys
 
 import jax
@@ -26,11 +27,16 @@ def make_task(n=1200, size=12, seed=0):
     return images, labels
 
 
+@functools.cache  # one model object: every test reuses its compiled programs
 def tiny_cnn(seed=0):
-    k1, k2 = jax.random.split(jax.random.key(seed))
+    # NumPy draws the weights: eager jax.random calls would compile a program per shape.
+    rng = np.random.default_rng(seed)
     params = {
-        "conv": {"w": jax.random.normal(k1, (3, 3, 1, 8)) * 0.3, "bias": jnp.zeros((8,))},
-        "dense": {"w": jax.random.normal(k2, (4, 4)) * 0.3, "bias": jnp.zeros((4,))},
+        "conv": {
+            "w": jnp.asarray(rng.normal(0, 0.3, (3, 3, 1, 8)).astype(np.float32)),
+            "bias": jnp.zeros((8,)),
+        },
+        "dense": {"w": jnp.asarray(rng.normal(0, 0.3, (4, 4)).astype(np.float32)), "bias": jnp.zeros((4,))},
     }
 
     def forward(p, x, tap):
@@ -57,7 +63,7 @@ def run(checkpoint_dir, out_path):
     from cnnjax.training import fit, momentum_sgd
 
     train, val, _ = splits()
-    result = fit(tiny_cnn(), train, val, optimizer=momentum_sgd(0.05, 0.9), epochs=4, batch_size=8,
+    result = fit(tiny_cnn(), train, val, optimizer=momentum_sgd, learning_rate=0.05, epochs=2, batch_size=8,
                  key=3, checkpoint_dir=checkpoint_dir, steps_per_checkpoint=1, progress=False,
                  patience=None)  # fmt: skip
     leaves = [np.asarray(x) for x in jax.tree.leaves(result.last_params)]

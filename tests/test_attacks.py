@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import cnnjax
-from cnnjax._src.testing import count_compiles, tiny_cnn
 from cnnjax.attacks import (
     bim,
     carlini_wagner,
@@ -18,9 +17,9 @@ from cnnjax.attacks import (
     perturbation_norms,
     pgd,
     robustness_curve,
-    robustness_plot,
 )
-from tests._technique_contract import check_technique_contract
+from cnnjax.report import robustness_plot
+from cnnjax.testing import check_technique_contract, count_compiles, tiny_cnn
 
 SIZE = 8  # linear model: 8 x 8 x 3 = 192 inputs
 
@@ -134,8 +133,12 @@ def test_lbfgs_and_carlini_wagner_find_the_minimal_perturbation_of_a_linear_mode
 # random; shapes are fixed, so each norm compiles once and the cases are new array values.
 _RNG = np.random.default_rng(2024)
 PGD_CASES = [
-    (int(_RNG.integers(2**31)), norm, _RNG.choice([0.0, 1e-37, 1e-4, *_RNG.uniform(0, 0.5, 5)], 2),
-     _RNG.uniform(1e-3, 0.5))
+    (
+        int(_RNG.integers(2**31)),
+        norm,
+        _RNG.choice([0.0, 1e-37, 1e-4, *_RNG.uniform(0, 0.5, 5)], 2),
+        _RNG.uniform(1e-3, 0.5),
+    )
     for norm in ("inf", 2)
     for _ in range(6)
 ]
@@ -146,7 +149,7 @@ def test_pgd_stays_in_the_ball_and_the_box(tiny):
         x = _images(3, 16, seed)
         scale = 1.0 if norm == "inf" else 8.0  # L2 radii up to 4 (of at most sqrt(768) = 27.7)
         eps = [float(e) * scale for e in eps]
-        out = pgd(tiny, x, eps=eps, norm=norm, steps=3, step_size=step * scale, key=seed)
+        out = pgd(tiny, x, eps=eps, norm=norm, steps=3, learning_rate=step * scale, key=seed)
         adv = np.asarray(out.images)
         assert adv.shape == (2, 3, 16, 16, 3) and adv.dtype == np.float32
         assert adv.min() >= 0.0 and adv.max() <= 1.0, (seed, norm, eps)
@@ -172,7 +175,7 @@ def test_fgsm_stays_in_the_ball_and_the_box(tiny):
 
 def test_early_stopping_freezes_each_image_at_its_first_success(tiny):
     x = _images(3, 16, 8)  # a seed whose images stop after 1, 2 and 3 updates
-    kw = dict(eps=[2 / 255, 6 / 255], step_size=2 / 255)
+    kw = dict(eps=[2 / 255, 6 / 255], learning_rate=2 / 255)
     stopped = bim(tiny, x, steps=3, early_stop=True, **kw)
     free = bim(tiny, x, steps=3, early_stop=False, **kw)
     counts = np.asarray(stopped.steps).ravel()
@@ -311,10 +314,10 @@ GOOD = np.full((2, 16, 16, 3), 0.5, np.float32)
         (lambda m: fgsm(m, GOOD * np.nan, eps=0.1), "non-finite"),
         (lambda m: fgsm(m, (GOOD * 255).astype(np.uint8), eps=0.1), "floating point"),
         (lambda m: fgsm(m, GOOD[0], eps=0.1), "add a batch axis"),
-        (lambda m: pgd(m, GOOD, eps=0.1, steps=0), r"steps must be an int in \[1, 100000\]"),
+        (lambda m: pgd(m, GOOD, eps=0.1, steps=0), r"steps must be an integer in \[1, 100000\]"),
         (lambda m: pgd(m, GOOD, eps=0.1, steps=2.5), "steps must be an int"),
         (lambda m: pgd(m, GOOD, eps=0.1, restarts=0), "restarts must be"),
-        (lambda m: pgd(m, GOOD, eps=0.1, step_size=-1.0), "step_size must be a finite number > 0"),
+        (lambda m: pgd(m, GOOD, eps=0.1, learning_rate=-1.0), "learning_rate must be a finite number > 0"),
         (lambda m: pgd(m, GOOD, eps=0.1, norm="l1"), "norm must be 'inf'"),
         (lambda m: pgd(m, GOOD, eps=0.1, key="seed"), "key must be an int seed"),
         (lambda m: lbfgs(m, GOOD, targets=1, c=0.0), "c must be a finite number > 0"),
@@ -338,5 +341,5 @@ def test_a_run_that_goes_non_finite_says_so():
 
     model = cnnjax.from_function(forward, jnp.float32(1.0), name="broken", input_size=SIZE)
     images = np.zeros((2, SIZE, SIZE, 3), np.float32)
-    with pytest.raises(FloatingPointError, match="fgsm went non-finite for 2 image"):
+    with pytest.raises(cnnjax.DivergedError, match="fgsm diverged: .* non-finite values"):
         fgsm(model, images, [0, 0], eps=0.1)

@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _technique_contract import check_technique_contract
+from _arrays import normal, uniform
 
 import cnnjax
 from cnnjax import receptive_field as rf
-from cnnjax._src.testing import count_compiles, tiny_cnn
+from cnnjax.testing import check_technique_contract, count_compiles, tiny_cnn
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def images():
-    return jax.random.uniform(jax.random.key(3), (2, 32, 32, 3))
+    return uniform(3, (2, 32, 32, 3))
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def features(tiny, images):
 
 
 def test_cam_head_is_found_from_the_model_and_the_identity_holds(tiny, images, features):
-    head = cnnjax.cam_head(tiny)
+    head = cnnjax.saliency.cam_head(tiny)
     # Read off the model's behaviour, yet equal to the dense layer's parameters.
     np.testing.assert_allclose(head.weights, tiny.params["dense"]["w"], atol=1e-6)
     np.testing.assert_allclose(head.bias, tiny.params["dense"]["b"], atol=1e-6)
@@ -59,8 +59,8 @@ def test_grad_cam_plus_plus_and_layer_cam_closed_forms_on_a_gap_network(tiny, im
     w = np.asarray(tiny.params["dense"]["w"], np.float64)
     hw = f.shape[1] * f.shape[2]
     c = np.array([[0, 5], [3, 3]])
-    pp = np.asarray(cnnjax.grad_cam_plus_plus(tiny, images, c))
-    lc = np.asarray(cnnjax.layer_cam(tiny, images, c))
+    pp = np.asarray(cnnjax.saliency.grad_cam_plus_plus(tiny, images, c))
+    lc = np.asarray(cnnjax.saliency.layer_cam(tiny, images, c))
     for n in range(2):
         for t in range(2):
             g = w[:, c[n, t]] / hw  # [k]
@@ -77,7 +77,7 @@ def test_score_cam_against_a_loop_over_channels(tiny, images, features):
     ys, xs = field.centres
     forward = jax.jit(lambda x: jax.nn.softmax(tiny(x)["logits"], axis=-1))
     classes = np.array([[2], [4]])
-    got = np.asarray(cnnjax.score_cam(tiny, images, classes, batch_size=5))
+    got = np.asarray(cnnjax.saliency.score_cam(tiny, images, classes, chunk_size=5))
     for n in range(2):
         weights = np.zeros(f.shape[-1])
         for k in range(f.shape[-1]):
@@ -92,9 +92,9 @@ def test_score_cam_against_a_loop_over_channels(tiny, images, features):
 
 
 def test_upsampling_is_bilinear_or_at_the_fields_centres(tiny, images):
-    m = jax.random.normal(jax.random.key(0), (2, 3, 7, 5))
+    m = normal(0, (2, 3, 7, 5))
     resized = jax.image.resize(m, (2, 3, 28, 20), "linear")
-    np.testing.assert_allclose(cnnjax.upsample_maps(m, (28, 20)), resized,
+    np.testing.assert_allclose(cnnjax.saliency.upsample_maps(m, (28, 20)), resized,
                                atol=1e-5)  # fmt: skip
     # At the fields' centres, each activation lands exactly on its centre pixel (stride 2,
     # centres 1, 3, 5, ...: XLA's SAME pads the extra pixel at the bottom/right).
@@ -121,16 +121,16 @@ def test_grad_cam_passes_the_technique_contract(tiny, images):
         return maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-12)
 
     check_technique_contract(run, jnp.array([0, 1, 2]), jnp.array([3, 4, 5]), random=False)
-    cnnjax.layer_cam(tiny, x, [0, 1, 2])
+    cnnjax.saliency.layer_cam(tiny, x, [0, 1, 2])
     with count_compiles() as compiles:
-        cnnjax.layer_cam(tiny, x, [5, 4, 3])
+        cnnjax.saliency.layer_cam(tiny, x, [5, 4, 3])
         cnnjax.cam(tiny, x, [5, 4, 3])
     assert compiles.n <= 1  # cam's first call of this shape; layer_cam none
 
 
 def test_maps_are_differentiable_jax_arrays(tiny, images):
     x = 0.25 + 0.5 * images[:1]  # finite differences stay inside [0, 1]
-    direction = jax.random.normal(jax.random.key(9), x.shape)
+    direction = normal(9, x.shape)
     direction = direction / jnp.linalg.norm(direction)  # small per-pixel steps: no ReLU kink crossed
 
     def total(img):
@@ -149,8 +149,8 @@ def test_maps_are_differentiable_jax_arrays(tiny, images):
 
 def _not_gap_model(kind):
     """A network whose logits are not an affine function of a global average."""
-    w = jax.random.normal(jax.random.key(0), (3, 3, 3, 4)) * 0.3
-    dense = jax.random.normal(jax.random.key(1), (4 * 8 * 8 if kind == "flatten" else 4, 5))
+    w = normal(0, (3, 3, 3, 4)) * 0.3
+    dense = normal(1, (4 * 8 * 8 if kind == "flatten" else 4, 5))
 
     def forward(p, x, tap):
         h = tap(
@@ -173,7 +173,7 @@ def _not_gap_model(kind):
 @pytest.mark.parametrize("kind", ["flatten", "max", "relu"])
 def test_cam_refuses_models_without_global_average_pooling(kind):
     model = _not_gap_model(kind)
-    x = jax.random.uniform(jax.random.key(0), (1, 8, 8, 3))
+    x = uniform(0, (1, 8, 8, 3))
     with pytest.raises(ValueError, match="global average pooling.*Grad-CAM applies"):
         cnnjax.cam(model, x)
     if kind == "flatten":
@@ -186,7 +186,7 @@ def test_bad_input_is_refused(tiny, images):
     with pytest.raises(ValueError, match="out of range"):
         cnnjax.grad_cam(tiny, images, np.array([[0], [7]]))
     with pytest.raises(ValueError, match="unknown class 'giraffe'"):
-        cnnjax.layer_cam(tiny, images, "giraffe")
+        cnnjax.saliency.layer_cam(tiny, images, "giraffe")
     with pytest.raises(ValueError, match="one row per image"):
         cnnjax.grad_cam(tiny, images, np.zeros((3, 1), int))
     with pytest.raises(ValueError, match="no spatial extent"):
@@ -194,4 +194,4 @@ def test_bad_input_is_refused(tiny, images):
     with pytest.raises(ValueError, match="no spatial extent"):
         cnnjax.cam(tiny, images, layer="logits")
     with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
-        cnnjax.score_cam(tiny, images * 2, 0)
+        cnnjax.saliency.score_cam(tiny, images * 2, 0)

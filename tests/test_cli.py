@@ -24,7 +24,7 @@ def run(capsys, *argv):
 
 def test_classify_prints_top_classes(capsys):
     with resources.as_file(PHOTOS.joinpath("coffee.png")) as coffee:
-        code, out, err = run(capsys, "classify", str(coffee), "--top", "3")
+        code, out, err = run(capsys, "classify", str(coffee), "--top-k", "3")
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].endswith("coffee.png") and len(lines) == 4
@@ -44,7 +44,7 @@ def test_models_lists_layers(capsys):
         ([], "the following arguments are required: COMMAND"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["classify"], "the following arguments are required: IMAGE"),
-        (["classify", "x.png", "--top", "zero"], "expected a positive integer"),
+        (["classify", "x.png", "--top-k", "zero"], "expected a positive integer"),
         (["classify", "x.png", "--model", "vgg"], "invalid choice: 'vgg'"),
     ],
 )
@@ -125,7 +125,7 @@ def test_demo_report_renders_in_a_headless_browser(demo_report, tmp_path):
 
 
 SYNTHESIS_RUNS = {
-    "visualize": ["--classes", "Trouser", "Bag", "--steps", "4", "--size", "28"],
+    "visualize": ["--classes", "Trouser", "Bag", "--preset", "plain", "--steps", "4", "--size", "28"],
     "dream": ["{coffee}", "--layers", "conv4", "--octaves", "2", "--steps", "2", "--max-size", "64"],
     "invert": ["{coffee}", "--layers", "conv2", "logits", "--steps", "5"],
     "style": ["{coffee}", "ihc", "--steps", "3", "--size", "32"],
@@ -151,8 +151,8 @@ def test_visualize_command_bad_input_one_line_exit_1(capsys):
     code, stdout, err = run(capsys, "visualize", "--classes", "Trowser", "--model", "fashionnet")
     assert code == 1 and "did you mean 'Trouser'" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "visualize", "--layer", "conv5", "--model", "fashionnet")
-    assert code == 1 and "give --classes, or --layer with --channels" in err
-    code, _, err = run(capsys, "visualize", "--layer", "conv5", "--channels", "999", "--model", "fashionnet")
+    assert code == 1 and "give --classes, or --layer with --units" in err
+    code, _, err = run(capsys, "visualize", "--layer", "conv5", "--units", "999", "--model", "fashionnet")
     assert code == 1 and "it has 128 channels" in err
 
 
@@ -191,7 +191,7 @@ def test_rf_command_prints_theoretical_and_empirical_fields(capsys, tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["cam", "{coffee}", "--model", "fashionnet", "--class", "12"], "class index 12 is out of range"),
+        (["cam", "{coffee}", "--model", "fashionnet", "--classes", "12"], "class index 12 is out of range"),
         (["cam", "{coffee}", "--model", "fashionnet", "--layer", "pooled"], "no spatial extent"),
         (["rf", "--model", "fashionnet", "--layer", "logits"], "no spatial extent"),
         (["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "64"], "out of range"),
@@ -208,7 +208,7 @@ def test_cam_and_rf_bad_input_one_line_exit_1(capsys, argv, message):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["cam", "x.png", "--class", "3", "--top-k", "2"], "not allowed with argument"),
+        (["cam", "x.png", "--classes", "3", "--top-k", "2"], "not allowed with argument"),
         (["cam", "x.png", "--method", "saliency"], "invalid choice: 'saliency'"),
         (["rf"], "the following arguments are required: --layer"),
         (["rf", "--layer", "conv1", "--unit", "-1"], "expected a non-negative integer"),

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from cnnjax.cli import _fraction, main
-from cnnjax.report.adversarial import adversarial_figure
+from cnnjax.report import adversarial_figure
 
 PHOTOS = resources.files("cnnjax").joinpath("assets/photos")
 

@@ -7,7 +7,7 @@ import pytest
 
 import cnnjax
 from cnnjax.cli import main
-from cnnjax.training.data import write_idx
+from cnnjax.data import write_idx
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def tiny_fashion(tmp_path_factory):
 def test_train_then_evaluate(tiny_fashion, tmp_path, capsys):
     out = tmp_path / "weights"
     code = main(["train", "--data-dir", str(tiny_fashion), "--epochs", "2", "--batch-size", "32",
-                 "--lr", "0.05", "--out", str(out), "--quiet"])  # fmt: skip
+                 "--learning-rate", "0.05", "--out", str(out), "--quiet"])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0, printed
     manifest = json.loads((out / "fashionnet.json").read_text())

@@ -8,9 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _arrays import normal, uniform
 
 import cnnjax
-from cnnjax import LayerSpec, ModelSpec, Objective, ValueMapping, pytree_dataclass, static_field
+from cnnjax import LayerSpec, ModelSpec, Objective, ValueMapping
+from cnnjax.objectives import pytree_dataclass, static_field
 
 
 @pytree_dataclass
@@ -27,7 +29,7 @@ class ChannelMean(Objective):
         return jnp.mean(acts[self.layer][..., self.channel], axis=(1, 2))
 
 
-ACTS = {"a": jax.random.normal(jax.random.key(0), (3, 4, 4, 5)), "b": jnp.ones((3, 2, 2, 2))}
+ACTS = {"a": normal(0, (3, 4, 4, 5)), "b": jnp.ones((3, 2, 2, 2))}
 
 
 def test_algebra_matches_arithmetic():
@@ -84,8 +86,11 @@ def test_objective_gradient_rises_under_ascent():
 SPEC = ModelSpec(
     name="toy",
     input_size=(16, 16),
-    layers=(LayerSpec("input", (16, 16, 3), 1, 1), LayerSpec("conv", (8, 8, 4), 2, 3),
-            LayerSpec("logits", (3,))),  # fmt: skip
+    layers=(
+        LayerSpec("input", (16, 16, 3), 1, 1),
+        LayerSpec("conv", (8, 8, 4), 2, 3),
+        LayerSpec("logits", (3,)),
+    ),  # fmt: skip
     class_names=("tabby, tabby cat", "tiger cat", "espresso"),
 )
 
@@ -144,7 +149,7 @@ def test_check_images_exact_size_and_passthrough():
 
 def test_value_mapping_round_trip():
     m = ValueMapping(mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 2.0), bgr=True)
-    x = jax.random.uniform(jax.random.key(3), (2, 5, 5, 3))
+    x = uniform(3, (2, 5, 5, 3))
     y = m(x)
     np.testing.assert_allclose(y[..., 0], (x[..., 2] - 0.1) / 0.5, rtol=1e-6)
     np.testing.assert_allclose(m.invert(y), x, rtol=1e-5, atol=1e-6)
@@ -161,6 +166,6 @@ def test_public_api_imports():
 
 
 def test_core_does_not_import_flax():
-    """DESIGN: the core never imports Flax; only the adapters and bundled modules do, lazily."""
+    """docs/design.md: the core never imports Flax; only the adapters and bundled modules do, lazily."""
     code = "import sys, cnnjax; assert 'flax' not in sys.modules, [m for m in sys.modules if 'flax' in m]"
     subprocess.run([sys.executable, "-c", code], check=True)

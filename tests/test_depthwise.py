@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _arrays import normal
 
 from cnnjax._src.depthwise import depthwise_conv
 
@@ -14,7 +15,7 @@ from cnnjax._src.depthwise import depthwise_conv
 @functools.cache
 def _noise():
     """One batch of jax.random normals; tests slice it (numpy) to avoid a compile per shape."""
-    return np.asarray(jax.random.normal(jax.random.key(0), (3, 4096)))
+    return np.asarray(normal(0, (3, 4096)))
 
 
 def _rand(shape, which):

@@ -7,11 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _arrays import uniform
 
 import cnnjax
+from cnnjax import data
 from cnnjax.models._weights import weights_dir
-from cnnjax.training import data
-from cnnjax.training.loop import evaluate
+from cnnjax.training import evaluate
 
 REAL_FASHION_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 
@@ -42,7 +43,7 @@ def test_architecture_and_manifest(model, manifest):
 
 def test_global_average_pooling_then_linear(model):
     """The logits are a linear function of the pooled conv5 features (what CAM needs)."""
-    x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
+    x = uniform(0, (3, 28, 28, 1))
     acts = model(x)
     pooled = acts["conv5"].mean(axis=(1, 2))
     np.testing.assert_allclose(acts["pooled"], pooled, rtol=1e-5, atol=1e-6)
@@ -52,7 +53,7 @@ def test_global_average_pooling_then_linear(model):
 
 
 def test_dropout_only_in_training_mode(model):
-    x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+    x = uniform(1, (4, 28, 28, 1))
     a = model.train_apply(model.params, x, jax.random.key(0))
     b = model.train_apply(model.params, x, jax.random.key(1))
     assert not np.allclose(a, b)

@@ -23,9 +23,7 @@ def _noise(h=64, w=64, seed=0):
 
 
 def _assert_rgb(batch, rgb, atol=1e-6):
-    np.testing.assert_allclose(
-        batch, np.broadcast_to(np.float32(rgb) / 255, batch.shape), atol=atol
-    )
+    np.testing.assert_allclose(batch, np.broadcast_to(np.float32(rgb) / 255, batch.shape), atol=atol)
 
 
 # --- modes ---------------------------------------------------------------------------

@@ -2,13 +2,13 @@
 architecture and the gradient's support, the CAM identity, and CAM peaks on the sample photos'
 objects."""
 
-import jax
 import numpy as np
 import pytest
+from _arrays import uniform
 
 import cnnjax
 from cnnjax import receptive_field as rf
-from cnnjax.models.efficientnet import EfficientNetLite0
+from cnnjax.models._efficientnet import EfficientNetLite0
 
 # Ground-truth boxes (top, left, bottom, right; bottom/right exclusive) in the 224x224 crops of
 # cnnjax.sample_photos(), measured by hand: each crop was drawn 3x enlarged with an 8-pixel grid
@@ -24,6 +24,11 @@ BOXES = {
     "astronaut.png": (154, 122, 224, 224),
     "rocket.jpg": (58, 102, 224, 124),
 }
+
+
+# On the demo's worker: the demo derives the same receptive fields and CAM head (cached per
+# model) and runs the same forward pass on the photos.
+pytestmark = pytest.mark.xdist_group("demo")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +54,7 @@ def test_derived_fields_match_the_architecture_and_the_gradient_support(model):
     np.testing.assert_array_equal(fields["head"].centres[0], 31 + 32 * np.arange(7))
     # The input gradient of the sum of block_8's channels at a position is non-zero exactly on
     # the derived field: at (6, 6) the whole 211x211 square, at (0, 0) its clipped corner.
-    images = jax.random.uniform(jax.random.key(0), (2, 224, 224, 3))
+    images = uniform(0, (2, 224, 224, 3))
     positions = [(6, 6), (0, 0)]
     support = rf.gradient_support(model, "block_8", positions, images)
     for (y, x), s in zip(positions, support):
@@ -63,24 +68,24 @@ def test_derived_fields_match_the_architecture_and_the_gradient_support(model):
 def test_cam_identity_and_peaks_on_the_objects(model, photos):
     names, x = photos
     maps = cnnjax.cam(model, x)  # [4, 1000, 7, 7], one einsum
-    head = cnnjax.cam_head(model)
+    head = cnnjax.saliency.cam_head(model)
     assert head.layer == "head" and maps.shape == (4, 1000, 7, 7)
-    logits = np.asarray(jax.jit(model.apply)(model.params, x)["logits"])
+    logits = np.asarray(model(x)["logits"])
     recon = np.asarray(maps).mean(axis=(2, 3)) + np.asarray(head.bias)[None]
     assert np.abs(recon - logits).max() <= 1e-5 * np.abs(logits).max()
     np.testing.assert_allclose(head.weights, model.params["fc"]["kernel"][...], atol=1e-5)
 
     top = logits.argmax(axis=1)
-    at_centres = cnnjax.upsample_maps(
+    at_centres = cnnjax.saliency.upsample_maps(
         maps[np.arange(4), top][:, None], (224, 224), rf.theoretical(model)["head"].centres
     )  # what upsample=True does
     boxes = np.array([BOXES[n] for n in names])
-    assert cnnjax.pointing_game(at_centres, boxes).all()  # the usual 15-pixel tolerance
-    strict = cnnjax.pointing_game(at_centres, boxes, tolerance=0)[:, 0]
+    assert cnnjax.saliency.pointing_game(at_centres, boxes).all()  # the usual 15-pixel tolerance
+    strict = cnnjax.saliency.pointing_game(at_centres, boxes, tolerance=0)[:, 0]
     # The rocket's peak is 7 px left of the launcher (between it and the left tower).
     assert dict(zip(names, strict)) == {"chelsea.png": True, "coffee.png": True, "astronaut.png": True,
                                         "rocket.jpg": False}  # fmt: skip
     # Plain bilinear resizing ignores SAME padding's offset and moves every peak 15 px up-left:
     # the rocket's would miss by 22 px.
-    naive = cnnjax.upsample_maps(maps[np.arange(4), top][:, None], (224, 224))
-    assert not cnnjax.pointing_game(naive, boxes)[names.index("rocket.jpg"), 0]
+    naive = cnnjax.saliency.upsample_maps(maps[np.arange(4), top][:, None], (224, 224))
+    assert not cnnjax.saliency.pointing_game(naive, boxes)[names.index("rocket.jpg"), 0]

@@ -5,13 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _arrays import normal
 from jax.test_util import check_grads
 
 import cnnjax
 from cnnjax.losses import carlini_wagner_loss, complement_cross_entropy, margin, softmax_cross_entropy
 from cnnjax.training import cross_entropy
 
-LOGITS = jax.random.normal(jax.random.key(0), (5, 7)) * 3.0
+LOGITS = normal(0, (5, 7)) * 3.0
 LABELS = jnp.asarray([0, 3, 6, 2, 3])
 
 

@@ -1,14 +1,14 @@
 """Deletion / insertion AUC against an independent NumPy loop on a linear model, and the pointing
 game's closed forms."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _arrays import normal, uniform
 
 import cnnjax
 
-W = np.asarray(jax.random.normal(jax.random.key(0), (8, 8)), np.float32)
+W = np.asarray(normal(0, (8, 8)), np.float32)
 
 
 def linear_model():
@@ -50,10 +50,10 @@ def _reference(x, m, steps, insert):
 
 def test_deletion_and_insertion_equal_a_numpy_loop_and_rank_maps():
     model = linear_model()
-    x = np.asarray(jax.random.uniform(jax.random.key(1), (1, 8, 8, 1)))
+    x = np.asarray(uniform(1, (1, 8, 8, 1)))
     good = W * x[0, ..., 0]  # each pixel's contribution to the logit
     maps = np.stack([good, -good])[None]  # [1, 2, 8, 8]: the truth and its reverse
-    for metric, insert in ((cnnjax.deletion, False), (cnnjax.insertion, True)):
+    for metric, insert in ((cnnjax.saliency.deletion, False), (cnnjax.saliency.insertion, True)):
         res = metric(model, x, maps, [0, 0], steps=16)
         assert res.curves.shape == (1, 2, 17) and res.fractions.shape == (17,)
         for t in range(2):
@@ -70,21 +70,30 @@ def test_pointing_game_hits_within_15_pixels():
         maps[i, 0, y, x] = 1.0
     boxes = np.array([[40, 40, 61, 61]] * 4)  # rows/cols 40..60 inclusive
     # Inside; 15 px right of the box; 16 px right; sqrt(25^2 + 25^2) away diagonally.
-    np.testing.assert_array_equal(cnnjax.pointing_game(maps, boxes)[:, 0], [True, True, False, False])
+    np.testing.assert_array_equal(
+        cnnjax.saliency.pointing_game(maps, boxes)[:, 0], [True, True, False, False]
+    )
     masks = np.zeros((4, 100, 100), bool)
     masks[:, 40:61, 40:61] = True
-    np.testing.assert_array_equal(cnnjax.pointing_game(maps, masks=masks)[:, 0], [True, True, False, False])
-    assert cnnjax.pointing_game(maps[:, 0], boxes, tolerance=30).tolist() == [True, True, True, False]
+    np.testing.assert_array_equal(
+        cnnjax.saliency.pointing_game(maps, masks=masks)[:, 0], [True, True, False, False]
+    )
+    assert cnnjax.saliency.pointing_game(maps[:, 0], boxes, tolerance=30).tolist() == [
+        True,
+        True,
+        True,
+        False,
+    ]
 
 
 def test_bad_input_is_refused():
     model = linear_model()
     x = np.full((1, 8, 8, 1), 0.5, np.float32)
     with pytest.raises(ValueError, match=r"maps must be \[images, targets, 8, 8\]"):
-        cnnjax.deletion(model, x, np.zeros((1, 1, 4, 4)), 0)
+        cnnjax.saliency.deletion(model, x, np.zeros((1, 1, 4, 4)), 0)
     with pytest.raises(ValueError, match="out of range"):
-        cnnjax.insertion(model, x, np.zeros((1, 1, 8, 8)), 2)
+        cnnjax.saliency.insertion(model, x, np.zeros((1, 1, 8, 8)), 2)
     with pytest.raises(ValueError, match="steps must be"):
-        cnnjax.deletion(model, x, np.zeros((1, 1, 8, 8)), 0, steps=0)
+        cnnjax.saliency.deletion(model, x, np.zeros((1, 1, 8, 8)), 0, steps=0)
     with pytest.raises(ValueError, match="exactly one of boxes and masks"):
-        cnnjax.pointing_game(np.zeros((1, 1, 8, 8)))
+        cnnjax.saliency.pointing_game(np.zeros((1, 1, 8, 8)))

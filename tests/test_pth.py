@@ -44,9 +44,7 @@ def fake_torch(monkeypatch):
         storage_types[name] = cls
     monkeypatch.setitem(sys.modules, "torch", torch)
     monkeypatch.setitem(sys.modules, "torch._utils", utils)
-    _Tensor.__reduce__ = lambda self: (
-        _rebuild_tensor_v2, self.args + (False, collections.OrderedDict())
-    )
+    _Tensor.__reduce__ = lambda self: (_rebuild_tensor_v2, self.args + (False, collections.OrderedDict()))
     return storage_types
 
 

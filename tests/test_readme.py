@@ -20,9 +20,9 @@ def test_quick_start_has_two_commands():
 
 
 def _param(index):
-    # The visualize example runs the demo's class-visualisation program: on the demo's worker
-    # it is already compiled.
-    shares_demo = "cnnjax.visualize(" in BLOCKS[index]
+    # The visualize example runs the demo's class-visualisation program, the CAM example the
+    # demo's receptive fields and CAM head: on the demo's worker they are already there.
+    shares_demo = "cnnjax.visualize(" in BLOCKS[index] or "cnnjax.cam(" in BLOCKS[index]
     return pytest.param(index, marks=[pytest.mark.xdist_group("demo")] if shares_demo else [])
 
 

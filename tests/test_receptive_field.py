@@ -6,10 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _arrays import normal, uniform
 
 import cnnjax
 from cnnjax import receptive_field as rf
-from cnnjax._src.testing import tiny_cnn
+from cnnjax.testing import tiny_cnn
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -32,9 +33,7 @@ def hand_net():
     c: max-pool 3, s2, pad 1 size 7 + 2*2 = 11,  jump 4, padding 1 + 1*2 = 3
     d: 3x3 dilated 2, pad 2  size 11 + 4*4 = 27, jump 4, padding 3 + 2*4 = 11
     """
-    keys = jax.random.split(jax.random.key(0), 3)
-    params = {"a": jax.random.normal(keys[0], (3, 3, 1, 4)), "b": jax.random.normal(keys[1], (5, 5, 4, 40)),
-              "d": jax.random.normal(keys[2], (3, 3, 40, 6))}  # fmt: skip
+    params = {"a": normal(0, (3, 3, 1, 4)), "b": normal(1, (5, 5, 4, 40)), "d": normal(2, (3, 3, 40, 6))}
 
     def forward(p, x, tap):
         h = tap("a", jax.nn.relu(_conv(x, p["a"], 1, ((1, 1), (1, 1)))))
@@ -144,7 +143,7 @@ def known_support_net():
 
 
 def _images(n, seed=0):
-    return jax.random.uniform(jax.random.key(seed), (n, 32, 32, 1))
+    return uniform(seed, (n, 32, 32, 1))
 
 
 def test_empirical_field_recovers_a_known_support(support_net):
@@ -155,13 +154,13 @@ def test_empirical_field_recovers_a_known_support(support_net):
     expected = np.zeros((63, 63), bool)
     for i, j in support:
         expected[31 + i - 2, 31 + j - 2] = True
-    np.testing.assert_array_equal(res.map > 0, expected)
-    assert res.images.shape == (2,) and res.copies <= 2 * 25  # only the patches in the 5x5 field ran
+    np.testing.assert_array_equal(res.maps[0] > 0, expected)
+    assert res.images.shape == (1, 2) and res.copies[0] <= 2 * 25  # only the patches in the 5x5 field ran
     # With the published 11x11 patches on a stride-3 grid, each image's map is non-zero where
     # some grid patch covering the pixel overlaps the support (independent numpy reference).
     res = rf.empirical(model, "a", 0, _images(3), top_k=2, patch=11, stride=3)
     tops = np.arange(0, 32 - 11 + 1, 3)
-    for (y, x), dmap in zip(res.peaks, res.discrepancy):
+    for (y, x), dmap in zip(res.peaks[0], res.discrepancy[0]):
         sup = np.zeros((32, 32), bool)
         for i, j in support:
             if 0 <= y + i - 2 < 32 and 0 <= x + j - 2 < 32:
@@ -178,24 +177,25 @@ def test_restricting_to_the_theoretical_field_changes_nothing(support_net):
     model, _ = support_net
     a = rf.empirical(model, "a", 0, _images(2, 1), top_k=2, patch=3, stride=2)
     b = rf.empirical(model, "a", 0, _images(2, 1), top_k=2, patch=3, stride=2, restrict=False)
-    np.testing.assert_allclose(a.map, b.map, atol=1e-6)
-    assert a.copies < b.copies
+    np.testing.assert_allclose(a.maps, b.maps, atol=1e-6)
+    assert a.copies[0] < b.copies[0]
 
 
 def test_empirical_several_units_at_once_equal_one_at_a_time(tiny):
     model = tiny
-    images = jax.random.uniform(jax.random.key(3), (3, 32, 32, 3))
+    images = uniform(3, (3, 32, 32, 3))
     both = rf.empirical(model, ["conv1", "conv3"], [2, None], images, top_k=2, patch=5, stride=4)
-    alone = rf.empirical(model, "conv3", both[1].unit, images, top_k=2, patch=5, stride=4)
-    np.testing.assert_allclose(both[1].map, alone.map, atol=1e-6)
-    np.testing.assert_array_equal(both[1].images, alone.images)
+    alone = rf.empirical(model, "conv3", int(both.units[1]), images, top_k=2, patch=5, stride=4)
+    np.testing.assert_allclose(both.maps[1], alone.maps[0], atol=1e-6)
+    np.testing.assert_array_equal(both.images[1], alone.images[0])
+    assert both.layers == ("conv1", "conv3") and both.units[0] == 2
     # None picks the most active channel over the images.
     acts = jax.jit(model.apply)(model.params, images)["conv3"]
-    assert both[1].unit == int(np.argmax(np.asarray(acts).max(axis=(0, 1, 2))))
+    assert both.units[1] == int(np.argmax(np.asarray(acts).max(axis=(0, 1, 2))))
     # A 5x5 occluder changes a unit only if it overlaps the unit's field (3x3 for conv1, 9x9
     # for conv3): the maps are non-zero within the field widened by 4 pixels on each side.
-    for res, side in zip(both, (3 + 8, 9 + 8)):
-        ys, xs = np.nonzero(res.map)
+    for field_map, side in zip(both.maps, (3 + 8, 9 + 8)):
+        ys, xs = np.nonzero(field_map)
         assert ys.max() - ys.min() + 1 <= side and xs.max() - xs.min() + 1 <= side
 
 
@@ -209,14 +209,14 @@ def test_effective_field_of_a_linear_network_is_the_kernels_convolution():
 
     model = cnnjax.from_function(forward, jnp.ones((3, 3, 1, 1)), name="lin", input_size=16, channels=1)
     erf = rf.effective(model, "b", _images(2)[:, :16, :16])
-    assert erf.position == (8, 8)
+    assert erf.positions.tolist() == [[8, 8]] and erf.layers == ("b",)
     want = np.zeros((16, 16))
     want[6:11, 6:11] = np.outer([1, 2, 3, 2, 1], [1, 2, 3, 2, 1])
-    np.testing.assert_allclose(erf.map, want, rtol=1e-6)
-    assert erf.size == pytest.approx(np.sqrt(np.sum(want >= 4.5)))
-    (e_a, e_b) = rf.effective(model, ["a", "b"], _images(2)[:, :16, :16])
-    np.testing.assert_allclose(e_b.map, want, rtol=1e-6)
-    assert np.count_nonzero(e_a.map) == 9
+    np.testing.assert_allclose(erf.maps[0], want, rtol=1e-6)
+    assert erf.sizes[0] == pytest.approx(np.sqrt(np.sum(want >= 4.5)))
+    both = rf.effective(model, ["a", "b"], _images(2)[:, :16, :16])
+    np.testing.assert_allclose(both.maps[1], want, rtol=1e-6)
+    assert np.count_nonzero(both.maps[0]) == 9
 
 
 def test_field_size_is_the_side_of_the_half_maximum_area():
@@ -239,7 +239,7 @@ def test_bad_input_is_refused_before_work(tiny):
         rf.empirical(model, "conv3", 0, images3, patch=33)
     with pytest.raises(ValueError, match="top_k=5 but only 2"):
         rf.empirical(model, "conv3", 0, images3)
-    with pytest.raises(ValueError, match="stride must be a positive int"):
+    with pytest.raises(ValueError, match="stride must be an integer >= 1"):
         rf.empirical(model, "conv3", 0, images3, top_k=1, stride=0)
     with pytest.raises(ValueError, match="outside layer"):
         rf.effective(model, "conv1", images3, position=(32, 0))

@@ -25,7 +25,7 @@ def test_segments_recover_a_bright_square():
     model = bright_square_detector()
     x = np.zeros((1, 32, 32, 1), np.float32)
     x[0, 8:24, 12:28] = 1.0
-    seg = cnnjax.unit_segmentation(model, x, "units", [0, 1])
+    seg = cnnjax.units.unit_segmentation(model, x, "units", [0, 1])
     assert seg.masks.shape == (1, 2, 32, 32) and seg.masks.dtype == jnp.bool_
     truth = x[0, ..., 0] > 0
     for unit, target in ((0, truth), (1, ~truth)):
@@ -36,7 +36,7 @@ def test_segments_recover_a_bright_square():
     acts = np.asarray(jax.jit(model.apply)(model.params, x)["units"])
     np.testing.assert_allclose(seg.maps[0, :, 1::2, 1::2], np.moveaxis(acts[0], -1, 0), atol=1e-6)
     # Several units at once equal one at a time.
-    alone = cnnjax.unit_segmentation(model, x, "units", 1)
+    alone = cnnjax.units.unit_segmentation(model, x, "units", 1)
     np.testing.assert_array_equal(alone.masks[:, 0], seg.masks[:, 1])
 
 
@@ -44,6 +44,6 @@ def test_bad_units_are_refused():
     model = bright_square_detector()
     x = np.zeros((1, 32, 32, 1), np.float32)
     with pytest.raises(ValueError, match="out of range"):
-        cnnjax.unit_segmentation(model, x, "units", [0, 2])
+        cnnjax.units.unit_segmentation(model, x, "units", [0, 2])
     with pytest.raises(ValueError, match="threshold"):
-        cnnjax.unit_segmentation(model, x, "units", [0], threshold=0.0)
+        cnnjax.units.unit_segmentation(model, x, "units", [0], threshold=0.0)

@@ -7,12 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _technique_contract import check_technique_contract
 
 import cnnjax
 from cnnjax import objectives
-from cnnjax._src.testing import tiny_cnn
-from cnnjax.techniques.style import to_yiq
+from cnnjax.synthesis._style import to_yiq
+from cnnjax.testing import check_technique_contract, count_compiles, tiny_cnn
 
 TINY = tiny_cnn()
 # The same network with a 30x sharper classifier: random weights give logits too flat for a
@@ -129,7 +128,7 @@ def test_style_transfer_lowers_the_style_loss_blends_and_keeps_colours():
 
 
 def test_fooling_images_by_gradient_and_by_evolution():
-    fool = cnnjax.attacks.fooling_images(SHARP, [1, "class_4"], steps=80, size=32, lr=0.05)
+    fool = cnnjax.attacks.fooling_images(SHARP, [1, "class_4"], steps=80, size=32, learning_rate=0.05)
     assert np.all(np.asarray(fool.confidence) > 0.9), fool.confidence
     evo = cnnjax.attacks.fooling_images(
         SHARP, [1, 4, 7], method="evolution", steps=30, size=32, population=16
@@ -150,6 +149,45 @@ def test_fooling_evolution_contract():
     check_technique_contract(run, jnp.array([1, 4, 7]), jnp.array([2, 5, 8]), independent=False)
 
 
+# -- hyperparameters are traced: new values compile nothing, a sweep is one program ---------
+
+
+def test_style_transfer_sweeps_weights_and_learning_rates_in_one_program():
+    content, style = photos(1), photos(1, seed=7)
+    kw = dict(content_layer="conv3", style_layers=("conv1", "conv2"), steps=6)
+    jax.random.key(0)  # the int seed's key, made once per process
+    with count_compiles() as first:
+        a = cnnjax.style_transfer(
+            TINY, content, style, style_weight=[10.0, 30.0], learning_rate=[0.01, 0.05], **kw
+        )
+    with count_compiles() as second:
+        b = cnnjax.style_transfer(
+            TINY, content, style, style_weight=[3.0, 100.0], learning_rate=[0.03, 0.002], **kw
+        )
+    # One program (compiled now, or already by another test) serves both sweeps.
+    assert first.names in ([], ["jit(_run)"]) and second.n == 0, (first.names, second.names)
+    assert a.images.shape == b.images.shape == (2, 32, 32, 3)
+    assert not np.allclose(a.images[0], a.images[1]) and not np.allclose(a.images, b.images)
+    # Problem 1 of the sweep is exactly the run of its settings alone (a scalar setting).
+    alone = cnnjax.style_transfer(TINY, content, style, style_weight=30.0, learning_rate=0.05, **kw)
+    np.testing.assert_allclose(alone.images[0], a.images[1], atol=1e-5)
+
+
+def test_visualize_sweeps_learning_rates_in_one_program():
+    objs = [objectives.channel("conv3", 4)] * 3
+    kw = dict(preset="plain", size=32, steps=12)
+    jax.random.key(0)  # the int seed's key, made once per process
+    with count_compiles() as first:
+        a = cnnjax.visualize(TINY, objs, learning_rate=[0.3, 3.0, 30.0], **kw)
+    with count_compiles() as second:
+        b = cnnjax.visualize(TINY, objs, learning_rate=[0.3, 0.03, 0.003], **kw)
+    assert first.names in ([], ["jit(_run)"]) and second.n == 0, (first.names, second.names)
+    # The same objective from similar starts: a larger learning rate climbs faster.
+    gain = np.asarray(a.history)[:, -1] - np.asarray(a.history)[:, 0]
+    assert 0 < gain[0] < gain[1] < gain[2], gain
+    assert not np.allclose(a.images, b.images)
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 
@@ -166,7 +204,7 @@ def test_bad_input_is_refused_before_any_work():
         (lambda: cnnjax.visualize(TINY, objectives.channel("conv3", 1), size=4, transform=None), "smallest"),
         (
             lambda: cnnjax.visualize(TINY, objectives.channel("conv3", 1), steps=0),
-            "steps must be a positive int",
+            "steps must be an integer in",
         ),
         (
             lambda: cnnjax.dream(
@@ -193,5 +231,5 @@ def test_bad_input_is_refused_before_any_work():
 
 def test_a_diverging_run_says_so():
     # The same program as the "plain" preset run above, with an infinite objective scale.
-    with pytest.raises(ValueError, match="visualize diverged"):
+    with pytest.raises(cnnjax.DivergedError, match="visualize diverged"):
         cnnjax.visualize(TINY, np.inf * objectives.channel("conv3", 8), preset="plain", size=32, steps=12)

@@ -3,7 +3,7 @@ figures ``cnnjax demo`` computes with its quick settings (the demo runs once per
 see ``demo_results`` in conftest.py)."""
 
 import cnnjax
-from cnnjax.report.synthesis import CLASSES, QUICK
+from cnnjax.report._synthesis import CLASSES, QUICK
 
 
 def test_class_visualisations_are_classified_as_their_class(demo_results):

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax._src.testing import TINY_LAYERS, count_compiles, tiny_cnn
+from cnnjax.testing import TINY_LAYERS, count_compiles, tiny_cnn
 
 
 def test_tiny_cnn_layers_and_shapes():

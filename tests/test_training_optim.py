@@ -7,7 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
-from cnnjax.training.optim import (
+from cnnjax.training._optim import (
     NotesMomentumState,
     accuracy,
     cross_entropy,

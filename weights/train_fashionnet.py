@@ -2,7 +2,7 @@
 
     python weights/train_fashionnet.py --data PATH_TO_FASHION_MNIST [--checkpoints DIR]
 
-The recipe and its hyperparameters are cnnjax.training.fashion.FashionConfig; the manifest
+The recipe and its hyperparameters are cnnjax.training.FashionConfig; the manifest
 records them with the seed, the epochs run, and the validation and test accuracy. With
 --checkpoints, a run that is interrupted resumes where it stopped.
 """
@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnnjax.training.fashion import FashionConfig, train_fashionnet
+from cnnjax.training import FashionConfig, train_fashionnet
 
 
 def main() -> int:
@@ -24,7 +24,10 @@ def main() -> int:
     config = FashionConfig(epochs=args.epochs)
     result, manifest = train_fashionnet(args.data, args.out, config, checkpoint_dir=args.checkpoints)
     print(result.message)
-    print(f"validation accuracy {manifest['validation_accuracy']:.4f}, test accuracy {manifest['test_accuracy']:.4f}")
+    print(
+        f"validation accuracy {manifest['validation_accuracy']:.4f}, "
+        f"test accuracy {manifest['test_accuracy']:.4f}"
+    )
     return 0
 
 

@@ -1,16 +1,49 @@
-"""Input checks shared by every technique: fail early, name what was received and what is valid."""
+"""Input checks shared by every technique: fail early, name what was received and what is valid.
+
+One helper per kind of value, so every entry point says the same thing about the same mistake:
+
+* :func:`check_images`: a float NHWC batch in [0, 1].
+* :func:`check_int` / :func:`check_positive_int`: integers (never a float such as 2.5, never a bool).
+* :func:`check_float`: one finite real number in a range.
+* :func:`check_floats`: a scalar or a 1-D array of finite numbers in a range, for hyperparameters
+  that may be one value per target (they become traced array arguments).
+* :func:`as_key`: an int seed or a JAX key, as a typed key.
+
+And one way to report a run that went non-finite: :class:`DivergedError`, raised by
+:func:`check_finite_run` (and by ``fit``, with the last good state attached).
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_images", "is_concrete", "as_key", "check_positive_int"]
+__all__ = [
+    "DivergedError",
+    "MAX_STEPS",
+    "MIN_SIZE",
+    "as_key",
+    "check_finite_run",
+    "check_float",
+    "check_labels",
+    "check_floats",
+    "check_images",
+    "check_int",
+    "check_positive_int",
+    "is_concrete",
+    "numpy_seed",
+]
 
 #: Smallest spatial size accepted anywhere; techniques may ask for more.
 MIN_SIZE = 8
+
+#: The most optimiser steps any technique takes in one call.
+MAX_STEPS = 100_000
 
 
 def is_concrete(x: Any) -> bool:
@@ -90,11 +123,141 @@ def as_key(key: Any) -> jax.Array:
         return key
     if isinstance(key, jax.Array) and key.shape == (2,) and key.dtype == jax.numpy.uint32:
         return jax.random.wrap_key_data(key)
-    raise ValueError(f"key must be an int seed or a jax.random.key, got {key!r}")
+    raise ValueError(f"key must be an int seed or a jax.random.key, got {key!r:.60}")
 
 
-def check_positive_int(value: Any, what: str = "steps") -> int:
-    """``value`` as an int if it is one and >= 1; else a ValueError naming ``what``."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{what} must be a positive int, got {value!r}")
+def numpy_seed(key: Any) -> int | list[int]:
+    """A NumPy seed from an int seed or a JAX key (for host-side draws: an int seeds NumPy
+    with itself, a key with its raw data)."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return int(key)
+    return [int(v) for v in np.asarray(jax.random.key_data(as_key(key))).ravel()]
+
+
+def _range_text(lo, hi, lo_open: bool, hi_open: bool) -> str:
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    if hi is not None:
+        return f"{'<' if hi_open else '<='} {hi:g}"
+    return "finite"
+
+
+def _in_range(v: float, lo, hi, lo_open: bool, hi_open: bool) -> bool:
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        return False
+    return not (hi is not None and (v >= hi if hi_open else v > hi))
+
+
+def check_int(value: Any, name: str, *, lo: int | None = None, hi: int | None = None) -> int:
+    """``value`` as an int if it is an integer (not a bool, not a float such as 2.0) in
+    ``[lo, hi]``; else a ``ValueError`` naming ``name``, the range and what was received."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer {_range_text(lo, hi, False, False)}, got {value!r}")
+    if not _in_range(int(value), lo, hi, False, False):
+        raise ValueError(f"{name} must be an integer {_range_text(lo, hi, False, False)}, got {value!r}")
     return int(value)
+
+
+def check_positive_int(value: Any, name: str = "steps", *, hi: int | None = None) -> int:
+    """``value`` as an int if it is an integer >= 1 (and <= ``hi``); else a ``ValueError``."""
+    return check_int(value, name, lo=1, hi=hi)
+
+
+def check_float(
+    value: Any,
+    name: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> float:
+    """``value`` as a float if it is one finite real number in the range; else a ``ValueError``.
+
+    ``lo_open`` / ``hi_open`` exclude the bounds (``lo=0, lo_open=True`` is "> 0"). NaN and
+    infinities are always refused, as are bools and strings.
+    """
+    want = _range_text(lo, hi, lo_open, hi_open)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0 and is_concrete(value):
+            return check_float(float(value), name, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
+        raise ValueError(f"{name} must be a finite number {want}, got {value!r:.60}")
+    v = float(value)
+    if not math.isfinite(v) or not _in_range(v, lo, hi, lo_open, hi_open):
+        raise ValueError(f"{name} must be a finite number {want}, got {value!r}")
+    return v
+
+
+def check_floats(
+    value: Any,
+    name: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    length: int | None = None,
+) -> np.ndarray:
+    """A scalar or a 1-D sequence of finite numbers in the range, as float32 ``[k]`` (a scalar
+    gives ``[1]``); with ``length``, ``k`` must be 1 or ``length``. For hyperparameters that
+    may be one value per target: they travel into compiled programs as arrays.
+    """
+    want = _range_text(lo, hi, lo_open, hi_open)
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError(f"{name} must be a finite number {want} or a 1-D sequence of them, got {value!r}")
+    try:
+        arr = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be a finite number {want} or a 1-D sequence of them, got {value!r:.60}"
+        ) from None
+    if arr.ndim > 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a number or a non-empty 1-D sequence, got shape {arr.shape}")
+    arr = arr.reshape(-1)
+    bad = [v for v in arr.tolist() if not (math.isfinite(v) and _in_range(v, lo, hi, lo_open, hi_open))]
+    if bad:
+        raise ValueError(f"{name} must be finite and {want}, got {bad[0]!r}")
+    if length is not None and len(arr) not in (1, length):
+        raise ValueError(f"{name} has {len(arr)} values: give one, or one per target ({length})")
+    return arr.astype(np.float32)
+
+
+class DivergedError(ValueError):
+    """A run went non-finite (NaN or infinite losses, images or parameters).
+
+    Every technique reports a diverged run this way, never with NaN results. ``result``, when
+    not None, holds what was kept of the run (``fit``: the last good state).
+    """
+
+    def __init__(self, message: str, result: Any = None):
+        super().__init__(message)
+        self.result = result
+
+
+def check_finite_run(technique: str, images: Any, history: Any = None, *, hint: str = "") -> None:
+    """Raise :class:`DivergedError` if a run's ``history`` (its losses per step) or its result
+    ``images`` hold non-finite values (checked on the host: no program is compiled)."""
+    hint = hint or "lower the learning rate or add a prior"
+    if history is not None:
+        h = np.asarray(history)
+        bad = ~np.isfinite(h)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise DivergedError(
+                f"{technique} diverged: the loss became non-finite (first at index {where} of its "
+                f"history {h.shape}); {hint}"
+            )
+    bad = int(np.sum(~np.isfinite(np.asarray(images))))
+    if bad:
+        raise DivergedError(f"{technique} diverged: {bad} non-finite values in its result; {hint}")
+
+
+def check_labels(logits: jax.Array, labels: jax.Array) -> None:
+    """Raise a ``ValueError`` unless ``labels`` has the shape of ``logits`` without its class axis."""
+    if jnp.ndim(logits) < 1 or jnp.shape(labels) != jnp.shape(logits)[:-1]:
+        raise ValueError(
+            f"labels must have the shape of logits without its class axis: "
+            f"logits {jnp.shape(logits)}, labels {jnp.shape(labels)}"
+        )

@@ -8,7 +8,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["chunked_map"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "chunked_map", "chunk_size_for"]
+
+#: Bytes of intermediate results per vmapped chunk when a technique sizes its own chunks
+#: (bounds memory for, e.g., 1000 classes of gradient maps).
+DEFAULT_CHUNK_BYTES = 64_000_000
 
 
 def chunked_map(f: Callable, xs: Any, batch: int) -> Any:
@@ -27,3 +31,8 @@ def chunked_map(f: Callable, xs: Any, batch: int) -> Any:
         xs = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), xs)
     out = jax.lax.map(f, xs, batch_size=batch)
     return jax.tree.map(lambda a: a[:n], out) if pad else out
+
+
+def chunk_size_for(count: int, bytes_each: int, budget: int = DEFAULT_CHUNK_BYTES) -> int:
+    """How many of ``count`` items of ``bytes_each`` fit in ``budget`` bytes (at least 1)."""
+    return max(1, min(count, budget // max(1, bytes_each)))

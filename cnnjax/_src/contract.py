@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, TypeAlias
 
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax._src.checks import check_images
+from cnnjax._src.checks import check_images, is_concrete
 
 __all__ = [
     "Activations",
@@ -78,11 +79,12 @@ class Parameterization(NamedTuple):
       init: ``init(key) -> latent``, a pytree the optimizer updates.
       to_image: ``to_image(latent) -> images`` in [0, 1], NHWC. Must be differentiable.
 
-    Example::
-
-      pixel = Parameterization(
-          init=lambda key: jax.random.normal(key, (1, 64, 64, 3)) * 0.01,
-          to_image=jax.nn.sigmoid)
+    Example:
+      >>> pixel = Parameterization(
+      ...     init=lambda key: jax.random.normal(key, (1, 64, 64, 3)) * 0.01,
+      ...     to_image=jax.nn.sigmoid)
+      >>> pixel.to_image(pixel.init(jax.random.key(0))).shape
+      (1, 64, 64, 3)
     """
 
     init: Callable[[jax.Array], Any]
@@ -124,13 +126,20 @@ class Objective:
     leaves, so a batch of objectives stacked with ``jax.tree.map(jnp.stack, ...)`` runs under
     one ``jax.vmap`` and one compilation.
 
-    They combine with ``+``, ``-``, unary ``-``, scalar ``*`` and Python's ``sum``::
-
-      obj = channel("block_5", 7) - 0.1 * channel("block_5", 3)
-      total = sum([obj_a, obj_b])
+    They combine with ``+``, ``-``, unary ``-``, scalar ``*`` and Python's ``sum``.
 
     Subclasses implement ``__call__`` and set ``layers`` (the layer names they read) so that
     techniques can check names before any work.
+
+    Example:
+      >>> from cnnjax.objectives import channel
+      >>> from cnnjax.testing import tiny_cnn
+      >>> obj = channel("conv3", 7) - 0.1 * channel("conv3", 3)
+      >>> total = sum([obj, channel("conv2", 0)])
+      >>> total.layers()
+      ('conv3', 'conv2')
+      >>> total(tiny_cnn()(np.full((2, 32, 32, 3), 0.5, np.float32))).shape  # one score per image
+      (2,)
     """
 
     def layers(self) -> tuple[str, ...]:
@@ -167,15 +176,16 @@ class Objective:
     def __sub__(self, other: Objective) -> Objective:
         if not isinstance(other, Objective):
             return NotImplemented
-        return Sum((self, Scaled(jnp.float32(-1.0), other)))
+        return Sum((self, Scaled(np.float32(-1.0), other)))
 
     def __neg__(self) -> Objective:
-        return Scaled(jnp.float32(-1.0), self)
+        return Scaled(np.float32(-1.0), self)
 
     def __mul__(self, scale: Any) -> Objective:
         if isinstance(scale, Objective):
             raise TypeError("objectives can be multiplied by scalars only, not by objectives")
-        scale = jnp.asarray(scale, jnp.float32)
+        # A host scalar stays on the host (no eager device operation); a traced one is kept.
+        scale = np.asarray(scale, np.float32) if is_concrete(scale) else jnp.asarray(scale, jnp.float32)
         if scale.ndim != 0:
             raise ValueError(f"an objective's scale must be a scalar, got shape {scale.shape}")
         return Scaled(scale, self)
@@ -231,8 +241,12 @@ class ValueMapping:
       std: per-channel divisor.
       bgr: whether the model expects channels in BGR order.
 
-    Example: EfficientNet-Lite expects ``(rgb_uint8 - 127) / 128``, i.e.
-    ``ValueMapping(mean=(127/255,)*3, std=(128/255,)*3)``.
+    Example:
+      EfficientNet-Lite expects ``(rgb_uint8 - 127) / 128``:
+
+      >>> mapping = ValueMapping(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+      >>> [round(float(v), 4) for v in mapping(jnp.zeros((1, 1, 1, 3)))[0, 0, 0]]
+      [-0.9922, -0.9922, -0.9922]
     """
 
     mean: tuple[float, ...] = (0.0,)
@@ -321,7 +335,7 @@ class ModelSpec:
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise ValueError(_unknown("layer", name, self.layer_names, f"model {self.name!r}"))
+        raise ValueError(unknown_message("layer", name, self.layer_names, f"model {self.name!r}"))
 
     def check_layers(self, names: Sequence[str]) -> None:
         """Raise a ``ValueError`` naming the first unknown layer and listing the valid ones."""
@@ -381,7 +395,7 @@ class ModelSpec:
         return max([8] + strides)
 
 
-def _unknown(kind: str, name: str, valid: Sequence[str], where: str) -> str:
+def unknown_message(kind: str, name: str, valid: Sequence[str], where: str) -> str:
     close = difflib.get_close_matches(str(name), list(valid), n=3)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
     return f"unknown {kind} {name!r} for {where}.{hint} Valid {kind}s: {', '.join(valid)}"
@@ -395,7 +409,8 @@ def _unknown(kind: str, name: str, valid: Sequence[str], where: str) -> str:
 class Model:
     """A model: a pure ``apply`` function, its ``params`` pytree and its ``spec``.
 
-    ``model(images, perturb=None)`` is shorthand for ``model.apply(model.params, images, ...)``.
+    ``model(images, perturb=None)`` is ``model.apply(model.params, images, ...)`` as one compiled
+    program (jitted once per model and shapes; inside a trace it is inlined like any function).
     Techniques take the bundle and differentiate ``apply`` with respect to images, params or
     perturbations as they need.
 
@@ -403,11 +418,14 @@ class Model:
     mode (dropout drawn from the explicit ``key``); training uses it, everything else uses
     ``apply`` (evaluation mode).
 
-    Example::
-
-      model = cnnjax.load_model("efficientnet_lite0")
-      acts = model.apply(model.params, images)
-      probs = jax.nn.softmax(acts["logits"])
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> model = tiny_cnn()
+      >>> acts = model.apply(model.params, np.full((2, 32, 32, 3), 0.5, np.float32))
+      >>> list(acts)
+      ['input', 'conv1', 'conv2', 'conv3', 'pooled', 'logits']
+      >>> jax.nn.softmax(acts["logits"]).shape
+      (2, 10)
     """
 
     apply: ApplyFn
@@ -416,4 +434,18 @@ class Model:
     train_apply: Callable[[Any, jax.Array, jax.Array], jax.Array] | None = None
 
     def __call__(self, images: jax.Array, *, perturb: Mapping[str, jax.Array] | None = None):
-        return self.apply(self.params, images, perturb=perturb)
+        # Called eagerly, the forward pass would run (and compile) operation by operation.
+        return _jitted(self.apply)(self.params, images, perturb=perturb)
+
+
+_JITTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _jitted(apply: Callable) -> Callable:
+    """``jax.jit(apply)``, one wrapper per ``apply`` for as long as it lives."""
+    try:
+        return _JITTED[apply]
+    except KeyError:
+        return _JITTED.setdefault(apply, jax.jit(apply))
+    except TypeError:  # not weakly referenceable: a fresh wrapper (JAX's own cache still helps)
+        return jax.jit(apply)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cnnjax._src.depthwise import _resolve_padding
+from cnnjax._src.depthwise import resolve_padding
 
 __all__ = ["patch_conv"]
 
@@ -21,7 +21,7 @@ def patch_conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding="SAME")
     """``lax.conv_general_dilated`` (NHWC, HWIO) computed as patches times a matrix.
 
     ``y[n, m, l] = sum_{i, j, c} xp[n, s*m + i, s*l + j, c] * kernel[i, j, c]`` with ``xp`` the
-    padded input; padding as in :func:`cnnjax.depthwise_conv` (TensorFlow SAME, VALID or
+    padded input; padding as in :func:`cnnjax.models.depthwise_conv` (TensorFlow SAME, VALID or
     explicit). Differentiable by JAX (slices, a concatenation and a dot).
 
     Args:
@@ -36,14 +36,18 @@ def patch_conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding="SAME")
     kh, kw, cin, cout = kernel.shape
     if x.ndim != 4 or x.shape[-1] != cin:
         raise ValueError(f"x must be [n, h, w, {cin}] for kernel {kernel.shape}, got {x.shape}")
-    (pt, pb), (pl, pr) = _resolve_padding(padding, x.shape[1:3], (kh, kw), stride)
+    (pt, pb), (pl, pr) = resolve_padding(padding, x.shape[1:3], (kh, kw), stride)
     xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     n, hp, wp, _ = xp.shape
     ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
     patches = jnp.concatenate(
         [
-            lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, cin),
-                      (1, stride, stride, 1))  # fmt: skip
+            lax.slice(
+                xp,
+                (0, i, j, 0),
+                (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, cin),
+                (1, stride, stride, 1),
+            )  # fmt: skip
             for i in range(kh)
             for j in range(kw)
         ],

@@ -150,16 +150,21 @@ def _shift_conv(x, kernel, stride, pads):
 
 
 def _shift_conv_fwd(x, kernel, stride, pads):
-    return _shift_conv(x, kernel, stride, pads), (x, kernel)
+    # With symbolic zeros, each primal says whether it is differentiated: an input gradient
+    # (feature visualisation, attacks) then never traces the kernel gradient, and training
+    # never traces the input gradient of the first layer (what the flags in the residuals say).
+    out = _shift_conv(x.value, kernel.value, stride, pads)
+    return out, (x.value, kernel.value, () if x.perturbed else None, () if kernel.perturbed else None)
 
 
 def _shift_conv_bwd(stride, pads, res, g):
-    x, kernel = res
-    dx = _input_grad(g, kernel, stride, pads, x.shape[1:3])
-    return dx, _kernel_grad(x, g, kernel.shape[:2], stride, pads)
+    x, kernel, want_dx, want_dk = res
+    dx = None if want_dx is None else _input_grad(g, kernel, stride, pads, x.shape[1:3])
+    dk = None if want_dk is None else _kernel_grad(x, g, kernel.shape[:2], stride, pads)
+    return dx, dk
 
 
-_shift_conv.defvjp(_shift_conv_fwd, _shift_conv_bwd)
+_shift_conv.defvjp(_shift_conv_fwd, _shift_conv_bwd, symbolic_zeros=True)
 
 
 def _same_pads(size, k, s):
@@ -167,7 +172,7 @@ def _same_pads(size, k, s):
     return (total // 2, total - total // 2)
 
 
-def _resolve_padding(padding, hw, kernel_hw, stride):
+def resolve_padding(padding, hw, kernel_hw, stride):
     if isinstance(padding, str):
         if padding.upper() == "SAME":
             return tuple(_same_pads(d, k, stride) for d, k in zip(hw, kernel_hw))
@@ -262,7 +267,7 @@ def depthwise_conv(
     if impl not in _IMPLS:
         raise ValueError(f"impl must be one of {_IMPLS}; got {impl!r}")
     kernel_hw = kernel.shape[:2]
-    pads = _resolve_padding(padding, x.shape[1:3], kernel_hw, s)
+    pads = resolve_padding(padding, x.shape[1:3], kernel_hw, s)
     if min(_out_hw(x.shape[1:3], kernel_hw, s, pads)) < 1:
         raise ValueError(f"padded input {x.shape[1:3]} + {pads} is smaller than kernel {kernel_hw}")
     if impl == "auto":

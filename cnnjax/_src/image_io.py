@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import math
-import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from cnnjax._src.atomic import atomic_write
+from cnnjax._src.checks import check_float, check_int, check_positive_int
 
 __all__ = ["image_grid", "load_image", "load_images", "save_image"]
 
@@ -76,9 +76,14 @@ def load_image(
         is truncated or corrupted, or has too many pixels to decode safely.
 
     Example:
-      >>> batch = load_image("cat.jpg", 224, resize=256)  # doctest: +SKIP
-      >>> batch.shape, batch.dtype  # doctest: +SKIP
+      >>> import os, tempfile
+      >>> photo = np.random.default_rng(0).random((300, 400, 3))  # h x w, in [0, 1]
+      >>> path = save_image(os.path.join(tempfile.mkdtemp(), "photo.png"), photo)
+      >>> batch = load_image(path, 224, resize=256)
+      >>> batch.shape, batch.dtype
       ((1, 224, 224, 3), dtype('float32'))
+      >>> load_image(path).shape  # its own size
+      (1, 300, 400, 3)
     """
     target = _parse_size(size)
     if resize is not None:
@@ -137,8 +142,11 @@ def load_images(
       FileNotFoundError, IsADirectoryError, ValueError: as for ``load_image``.
 
     Example:
-      >>> batch = load_images(["a.jpg", "b.png"], 224, resize=256)  # doctest: +SKIP
-      >>> batch.shape  # doctest: +SKIP
+      >>> import os, tempfile
+      >>> folder, rng = tempfile.mkdtemp(), np.random.default_rng(0)
+      >>> paths = [save_image(os.path.join(folder, name), rng.random((300, 400, 3)))
+      ...          for name in ("a.jpg", "b.png")]
+      >>> load_images(paths, 224, resize=256).shape
       (2, 224, 224, 3)
     """
     if isinstance(paths, (str, bytes, os.PathLike)):
@@ -151,9 +159,7 @@ def load_images(
     return batch
 
 
-def image_grid(
-    images: Any, cols: int | None = None, pad: int = 2, pad_value: float = 1.0
-) -> np.ndarray:
+def image_grid(images: Any, cols: int | None = None, pad: int = 2, pad_value: float = 1.0) -> np.ndarray:
     """Tile a batch of images into one image, row by row.
 
     Args:
@@ -182,10 +188,8 @@ def image_grid(
         raise ValueError(f"images must be a non-empty [n, h, w, c] array, got {images.shape}")
     n, h, w, c = images.shape
     cols = min(n, math.ceil(math.sqrt(n)) if cols is None else _positive_int(cols, "cols"))
-    if isinstance(pad, bool) or not isinstance(pad, numbers.Integral) or pad < 0:
-        raise ValueError(f"pad must be a non-negative int, got {pad!r}")
-    if not 0.0 <= pad_value <= 1.0:
-        raise ValueError(f"pad_value must be in [0, 1], got {pad_value!r}")
+    pad = check_int(pad, "pad", lo=0)
+    pad_value = check_float(pad_value, "pad_value", lo=0.0, hi=1.0)
     rows = math.ceil(n / cols)
     grid = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), pad_value, np.float32)
     for i, image in enumerate(images):
@@ -219,15 +223,16 @@ def save_image(path: str | os.PathLike[str], images: Any) -> Path:
         values.
 
     Example:
-      >>> save_image("out/grid.png", np.zeros((4, 32, 32, 3), np.float32))  # doctest: +SKIP
-      PosixPath('out/grid.png')
+      >>> import os, tempfile
+      >>> path = save_image(os.path.join(tempfile.mkdtemp(), "out", "grid.png"),
+      ...                   np.zeros((4, 32, 32, 3), np.float32))
+      >>> path.name, load_image(path).shape  # a 2 x 2 grid with a 2-pixel gutter
+      ('grid.png', (1, 66, 66, 3))
     """
     path = Path(path)
     fmt = _SAVE_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(
-            f"{path}: unsupported suffix {path.suffix!r}; use one of {sorted(_SAVE_FORMATS)}"
-        )
+        raise ValueError(f"{path}: unsupported suffix {path.suffix!r}; use one of {sorted(_SAVE_FORMATS)}")
     pixels = _as_unit_float(images)
     if pixels.ndim == 4 and pixels.shape[0] == 1:
         pixels = pixels[0]
@@ -262,9 +267,7 @@ def _check_image_file(path: str | os.PathLike[str]) -> Path:
 
 
 def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+    return check_positive_int(value, name)
 
 
 def _parse_size(size: Any) -> tuple[int, int] | None:

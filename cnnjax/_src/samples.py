@@ -27,6 +27,13 @@ def sample_photos(size: int | None = 224, resize: int | None = 256) -> dict[str,
     Args:
       size: centre-crop size (None: the photos at their own size).
       resize: shorter side before the crop (the ImageNet evaluation transform is 256 -> 224).
+
+    Example:
+      >>> photos = sample_photos()
+      >>> sorted(photos)
+      ['astronaut.png', 'chelsea.png', 'coffee.png', 'rocket.jpg']
+      >>> photos["chelsea.png"].shape
+      (1, 224, 224, 3)
     """
     folder = resources.files("cnnjax").joinpath("assets/photos")
     photos = {}

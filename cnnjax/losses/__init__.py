@@ -5,17 +5,17 @@ Each works inside your own optax loop without any other part of cnnjax::
     loss = losses.content(acts["block_5"], target).sum() + 1e-2 * losses.total_variation(x).sum()
 """
 
-from cnnjax.losses.classification import carlini_wagner_loss as carlini_wagner_loss
-from cnnjax.losses.classification import complement_cross_entropy as complement_cross_entropy
-from cnnjax.losses.classification import margin as margin
-from cnnjax.losses.classification import softmax_cross_entropy as softmax_cross_entropy
-from cnnjax.losses.features import content as content
-from cnnjax.losses.features import gram as gram
-from cnnjax.losses.features import inversion as inversion
-from cnnjax.losses.features import softmax_smoothing as softmax_smoothing
-from cnnjax.losses.features import style as style
-from cnnjax.losses.image import alpha_norm as alpha_norm
-from cnnjax.losses.image import total_variation as total_variation
+from cnnjax.losses._classification import carlini_wagner_loss as carlini_wagner_loss
+from cnnjax.losses._classification import complement_cross_entropy as complement_cross_entropy
+from cnnjax.losses._classification import margin as margin
+from cnnjax.losses._classification import softmax_cross_entropy as softmax_cross_entropy
+from cnnjax.losses._features import content as content
+from cnnjax.losses._features import gram as gram
+from cnnjax.losses._features import inversion as inversion
+from cnnjax.losses._features import softmax_smoothing as softmax_smoothing
+from cnnjax.losses._features import style as style
+from cnnjax.losses._image import alpha_norm as alpha_norm
+from cnnjax.losses._image import total_variation as total_variation
 
 __all__ = [
     "alpha_norm",

@@ -10,6 +10,8 @@ and run under one ``jax.vmap``, and new targets never recompile. They combine wi
     obj = objectives.class_logit("espresso") - 1e-3 * objectives.total_variation()
 
 Index ranges and class names are checked against the model (``resolve``) before any work.
+Your own objective is a subclass of :class:`Objective` decorated with :func:`pytree_dataclass`
+(layer names as :func:`static_field`), with ``__call__(acts)`` and ``layers()``.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax import losses as _losses
+from cnnjax._src.checks import check_float, is_concrete
 from cnnjax._src.contract import ModelSpec, Objective, pytree_dataclass, static_field
-from cnnjax.losses import features as _features
-from cnnjax.losses import image as _image
 
 __all__ = [
     "Objective",
+    "pytree_dataclass",
+    "static_field",
     "neuron",
     "channel",
     "class_logit",
@@ -42,11 +46,13 @@ __all__ = [
 Shapes = Mapping[str, tuple[int, ...]]
 
 
-def _index(value, what: str) -> jax.Array:
+def _index(value, what: str) -> np.ndarray:
+    # Leaves are NumPy arrays on the host: they become the compiled program's arguments
+    # without an eager device operation (each of which compiles a small program of its own).
     arr = np.asarray(value)
     if arr.ndim != 0 or not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{what} must be an int, got {value!r}")
-    return jnp.asarray(arr, jnp.int32)
+    return arr.astype(np.int32)
 
 
 def _check_range(value: jax.Array, size: int, what: str, layer: str) -> None:
@@ -164,7 +170,7 @@ def class_logit(cls: int | str) -> Objective:
     other classes down instead of this one up (Simonyan et al. 2014).
     """
     if isinstance(cls, str):
-        return ClassLogit(jnp.int32(0), cls)
+        return ClassLogit(np.int32(0), cls)
     return ClassLogit(_index(cls, "class"))
 
 
@@ -184,7 +190,7 @@ def class_log_probability(cls: int | str) -> Objective:
     """Maximise ``log p(cls)`` (after the softmax): unlike the logit, this also pushes the
     other classes down, which is what a confident (e.g. fooling) image needs."""
     if isinstance(cls, str):
-        return ClassLogProbability(jnp.int32(0), cls)
+        return ClassLogProbability(np.int32(0), cls)
     return ClassLogProbability(_index(cls, "class"))
 
 
@@ -220,7 +226,7 @@ class Direction(Objective):
 def direction(layer: str, vector) -> Objective:
     """Maximise the activation of ``layer`` along ``vector`` (a direction in its channel space,
     e.g. a difference of mean activations), averaged over positions (Olah et al. 2017)."""
-    vector = jnp.asarray(vector, jnp.float32)
+    vector = np.asarray(vector, np.float32) if is_concrete(vector) else jnp.asarray(vector, jnp.float32)
     if vector.ndim != 1:
         raise ValueError(f"direction vector must be 1-D [channels], got shape {vector.shape}")
     return Direction(layer, vector)
@@ -262,7 +268,7 @@ class Diversity(Objective):
         return self
 
     def __call__(self, acts):
-        g = _features.gram(acts[self.layer])
+        g = _losses.gram(acts[self.layer])
         g = g.reshape(g.shape[0], -1)
         g = g / jnp.maximum(jnp.linalg.norm(g, axis=1, keepdims=True), 1e-12)
         sim = g @ g.T
@@ -292,14 +298,13 @@ class TotalVariation(Objective):
         return ("input",)
 
     def __call__(self, acts):
-        return _image.total_variation(acts["input"], self.beta)
+        return _losses.total_variation(acts["input"], self.beta)
 
 
 def total_variation(beta: float = 2.0) -> Objective:
     """The input's total variation (:func:`cnnjax.losses.total_variation`), to be subtracted:
     ``obj - 1e-3 * total_variation()`` prefers smooth images."""
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+    beta = check_float(beta, "beta", lo=0.0, lo_open=True)
     return TotalVariation(float(beta))
 
 
@@ -313,19 +318,23 @@ class AlphaNorm(Objective):
         return ("input",)
 
     def __call__(self, acts):
-        return _image.alpha_norm(acts["input"], self.alpha)
+        return _losses.alpha_norm(acts["input"], self.alpha)
 
 
 def alpha_norm(alpha: float = 6.0) -> Objective:
     """The input's alpha-norm (:func:`cnnjax.losses.alpha_norm`), to be subtracted."""
-    if not alpha >= 1:
-        raise ValueError(f"alpha must be >= 1, got {alpha}")
-    return AlphaNorm(float(alpha))
+    return AlphaNorm(check_float(alpha, "alpha", lo=1.0))
 
 
 def stack(objectives: Sequence[Objective]) -> Objective:
     """Stack objectives of the same kind (same classes and layers) into one batched objective
-    whose leaves have a leading target axis, for ``jax.vmap``."""
+    whose leaves have a leading target axis, for ``jax.vmap``.
+
+    Example:
+      >>> batch = stack([channel("conv3", 0), channel("conv3", 5)])
+      >>> batch.layer, batch.channel.tolist()
+      ('conv3', [0, 5])
+    """
     objectives = list(objectives)
     if not objectives:
         raise ValueError("need at least one objective")
@@ -341,7 +350,13 @@ def stack(objectives: Sequence[Objective]) -> Objective:
                 f"objective 0 is {_describe(objectives[0])}, "
                 f"objective {i} is {_describe(o)}"
             )
-    return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *objectives)
+
+    def stack_leaves(*xs):
+        if all(is_concrete(x) for x in xs):  # on the host: no eager device operation
+            return np.stack([np.asarray(x) for x in xs])
+        return jnp.stack([jnp.asarray(x) for x in xs])
+
+    return jax.tree.map(stack_leaves, *objectives)
 
 
 def _describe(o: Objective) -> str:

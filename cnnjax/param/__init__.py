@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax._src.checks import check_positive_int
 from cnnjax._src.contract import Parameterization
 
 __all__ = ["pixel", "fft", "image", "decorrelate", "COLOR_CORRELATION_SQRT"]
@@ -32,10 +33,8 @@ COLOR_CORRELATION_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.2
 
 def _shape(size, batch, channels):
     h, w = (size, size) if isinstance(size, int) else tuple(size)
-    for name, v in (("height", h), ("width", w), ("batch", batch), ("channels", channels)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"image {name} must be a positive int, got {v!r}")
-    return int(batch), int(h), int(w), int(channels)
+    return tuple(check_positive_int(v, f"image {name}") for name, v in
+                 (("batch", batch), ("height", h), ("width", w), ("channels", channels)))  # fmt: skip
 
 
 @functools.cache
@@ -152,10 +151,11 @@ def image(
       sd: initial scale.
       decay_power: Fourier amplitude exponent.
 
-    Example::
-
-      p = cnnjax.param.image(128)
-      x = p.to_image(p.init(jax.random.key(0)))   # [1, 128, 128, 3] in (0, 1)
+    Example:
+      >>> p = image(128)
+      >>> x = p.to_image(p.init(jax.random.key(0)))
+      >>> x.shape, bool(x.min() > 0) and bool(x.max() < 1)
+      ((1, 128, 128, 3), True)
     """
     b, h, w, c = _shape(size, batch, channels)
     if decorrelated and c != 3:

@@ -1,17 +1,21 @@
-"""Random image transforms ``(key, images) -> images`` for transformation robustness.
+"""Random image transforms ``(key, images) -> images``: transformation robustness and augmentation.
 
 Optimising an image through random jitter, scaling and rotation keeps it from exploiting
 pixel-exact patterns that only work at one alignment (Mordvintsev et al. 2015; Olah et al.,
-"Feature Visualization", Distill 2017). Every transform takes an explicit key and draws one
-random setting per call, so under ``jax.vmap`` over keys every element of a batch gets its
-own. Factories are cached on their arguments: the same settings return the same function, so
-techniques jitted over them compile once.
+"Feature Visualization", Distill 2017); training on randomly cropped and flipped images is the
+same idea for the weights. Every transform takes an explicit key and draws one random setting
+per call, so under ``jax.vmap`` over keys every element of a batch gets its own, and
+:func:`per_image` gives every image of a batch its own draw (what training augmentation wants:
+:func:`augmentation`). Factories are cached on their arguments: the same settings return the
+same function, so techniques jitted over them compile once.
 
-Example::
-
-    t = transforms.compose(transforms.pad(12), transforms.jitter(8),
-                           transforms.random_scale((0.9, 1.0, 1.1)), transforms.random_rotate((-5, 0, 5)))
-    out = t(jax.random.key(0), images)    # [n, h + 16, w + 16, c]
+Example:
+  >>> from cnnjax import transforms
+  >>> t = transforms.compose(transforms.pad(12), transforms.jitter(8),
+  ...                        transforms.random_scale((0.9, 1.0, 1.1)), transforms.random_rotate((-5, 0, 5)))
+  >>> images = np.full((2, 32, 32, 3), 0.5, np.float32)
+  >>> jax.jit(t)(jax.random.key(0), images).shape  # 12 + 12 - 8 pixels more
+  (2, 48, 48, 3)
 """
 
 from __future__ import annotations
@@ -24,19 +28,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax._src.checks import check_float, check_int
 from cnnjax._src.contract import Transform
 from cnnjax._src.depthwise import depthwise_conv
 
 __all__ = [
-    "pad",
-    "jitter",
-    "roll",
-    "random_scale",
-    "random_rotate",
-    "gaussian_blur",
+    "augmentation",
+    "blur",
     "compose",
+    "gaussian_blur",
     "gaussian_kernel",
+    "jitter",
+    "pad",
+    "per_image",
+    "random_crop",
+    "random_flip",
+    "random_rotate",
+    "random_scale",
+    "roll",
 ]
+
+
+def _nonneg(value, what):
+    return check_int(value, what, lo=0)
 
 
 def _check_nhwc(images, what):
@@ -44,18 +58,12 @@ def _check_nhwc(images, what):
         raise ValueError(f"{what} expects NHWC images [n, h, w, c], got shape {images.shape}")
 
 
-def _nonneg_int(v, what):
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
-        raise ValueError(f"{what} must be a non-negative int, got {v!r}")
-    return int(v)
-
-
 @functools.cache
 def pad(width: int, mode: str = "constant", value: float = 0.5) -> Transform:
     """Pad every side by ``width`` pixels (``mode`` "constant" with ``value``, "reflect" or
     "edge"). Deterministic; the key is unused. Lucid pads with mid-grey so the borders of a
     jittered image carry no signal."""
-    width = _nonneg_int(width, "pad width")
+    width = _nonneg(width, "pad width")
     if mode not in ("constant", "reflect", "edge"):
         raise ValueError(f"pad mode must be 'constant', 'reflect' or 'edge', got {mode!r}")
 
@@ -72,7 +80,7 @@ def pad(width: int, mode: str = "constant", value: float = 0.5) -> Transform:
 @functools.cache
 def jitter(d: int) -> Transform:
     """Crop ``h - d`` by ``w - d`` pixels at a random offset in ``0..d`` (each axis)."""
-    d = _nonneg_int(d, "jitter")
+    d = _nonneg(d, "jitter")
 
     def transform(key, images):
         _check_nhwc(images, "jitter")
@@ -89,7 +97,7 @@ def jitter(d: int) -> Transform:
 def roll(d: int) -> Transform:
     """Shift the image circularly by a random offset in ``-d..d`` pixels on each axis (the
     jitter of the original DeepDream; the size is unchanged)."""
-    d = _nonneg_int(d, "roll")
+    d = _nonneg(d, "roll")
 
     def transform(key, images):
         _check_nhwc(images, "roll")
@@ -170,23 +178,32 @@ def random_rotate(angles: Sequence[float] = tuple(range(-10, 11))) -> Transform:
 
 def gaussian_kernel(sigma: float, radius: int | None = None) -> np.ndarray:
     """A normalised 1-D Gaussian of standard deviation ``sigma`` (radius ``ceil(3 sigma)``)."""
-    if not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
+    sigma = check_float(sigma, "sigma", lo=0.0, lo_open=True)
     radius = max(1, math.ceil(3 * sigma)) if radius is None else radius
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-0.5 * (x / sigma) ** 2)
     return (k / k.sum()).astype(np.float32)
 
 
-def blur(images: jax.Array, sigma: float) -> jax.Array:
-    """Separable Gaussian blur of NHWC images, reflecting at the borders."""
+def blur(images: jax.Array, sigma: float, *, radius: int | None = None, mode: str = "reflect") -> jax.Array:
+    """Separable Gaussian blur of NHWC images.
+
+    Args:
+      images: ``[n, h, w, c]``.
+      sigma: the Gaussian's standard deviation in pixels.
+      radius: the kernel's half-width (default ``ceil(3 sigma)``).
+      mode: how the borders are extended (a ``jnp.pad`` mode: ``"reflect"``, ``"edge"``...).
+
+    Returns:
+      The blurred images, same shape.
+    """
     _check_nhwc(images, "gaussian_blur")
-    k = jnp.asarray(gaussian_kernel(sigma))
+    k = jnp.asarray(gaussian_kernel(sigma, radius))
     r = (k.shape[0] - 1) // 2
     c = images.shape[-1]
-    if r >= min(images.shape[1:3]):
+    if mode == "reflect" and r >= min(images.shape[1:3]):
         raise ValueError(f"blur sigma {sigma} is too large for {images.shape[1]}x{images.shape[2]} images")
-    x = jnp.pad(images, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
+    x = jnp.pad(images, ((0, 0), (r, r), (r, r), (0, 0)), mode=mode)
     vertical = jnp.broadcast_to(k.reshape(-1, 1, 1, 1), (k.shape[0], 1, 1, c))
     horizontal = jnp.broadcast_to(k.reshape(1, -1, 1, 1), (1, k.shape[0], 1, c))
     x = depthwise_conv(x, vertical, 1, "VALID")
@@ -217,3 +234,57 @@ def compose(*transforms: Transform) -> Transform:
         return images
 
     return transform
+
+
+@functools.cache
+def random_flip() -> Transform:
+    """Flip left-right with probability 1/2 (one coin per call; see :func:`per_image`)."""
+
+    def transform(key, images):
+        _check_nhwc(images, "random_flip")
+        return jnp.where(jax.random.bernoulli(key), images[:, :, ::-1, :], images)
+
+    return transform
+
+
+@functools.cache
+def random_crop(width: int, mode: str = "constant", value: float = 0.0) -> Transform:
+    """Pad every side by ``width`` pixels, then crop back to the original size at a random
+    offset: random translations of up to ``width`` pixels, the standard CIFAR augmentation.
+    The padding is black by default (``mode`` and ``value`` as for :func:`pad`)."""
+    width = _nonneg(width, "random_crop width")
+    if width == 0:
+        return compose()
+    return compose(pad(width, mode, value), jitter(2 * width))
+
+
+@functools.cache
+def per_image(transform: Transform) -> Transform:
+    """``transform`` applied to each image of a batch with its own key (split from the one
+    given), instead of one random setting for the whole batch."""
+    if not callable(transform):
+        raise ValueError(f"per_image takes a transform (key, images) -> images, got {transform!r}")
+
+    def each(key, images):
+        _check_nhwc(images, "per_image")
+        keys = jax.random.split(key, images.shape[0])
+        return jax.vmap(lambda k, image: transform(k, image[None])[0])(keys, images)
+
+    return each
+
+
+@functools.cache
+def augmentation(flip: bool = True, crop_pad: int = 4) -> Transform:
+    """Training augmentation: a random crop after ``crop_pad`` pixels of black padding, then a
+    random left-right flip, each image with its own draw (:func:`per_image`). Pass it to
+    ``fit(..., augment=...)``.
+
+    Example:
+      >>> aug = augmentation(flip=True, crop_pad=2)
+      >>> jax.jit(aug)(jax.random.key(0), np.zeros((4, 28, 28, 1), np.float32)).shape
+      (4, 28, 28, 1)
+    """
+    steps = ([random_crop(_nonneg(crop_pad, "crop_pad"))] if crop_pad else []) + (
+        [random_flip()] if flip else []
+    )
+    return per_image(compose(*steps))

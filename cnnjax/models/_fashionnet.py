@@ -1,0 +1,93 @@
+"""FashionNet: a small CNN for 28x28 greyscale images that ends in global average pooling.
+
+    conv3x3(32)-ReLU-conv3x3(32)-ReLU-maxpool2
+    conv3x3(64)-ReLU-conv3x3(64)-ReLU-maxpool2
+    conv3x3(128)-ReLU - global average pooling - dropout 0.5 - dense(10)
+
+Global average pooling followed by one linear layer is what class activation maps need
+(Zhou et al. 2016). Named activations: ``input``, ``conv1`` ... ``conv5`` (after ReLU),
+``pool1``, ``pool2``, ``pooled`` (128), ``logits`` (10).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from cnnjax._src.contract import Model, ValueMapping
+from cnnjax._src.conv import patch_conv
+from cnnjax.models._adapters import Tape, from_nnx, record
+
+__all__ = ["FashionNet", "FASHION_CLASSES", "dropout", "fashionnet_model"]
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
+
+
+def dropout(key: jax.Array | None, h: jax.Array, rate: float) -> jax.Array:
+    """Inverted dropout with an explicit key; the identity when ``key`` is None (evaluation)."""
+    if key is None or rate == 0.0:
+        return h
+    keep = jax.random.bernoulli(key, 1.0 - rate, h.shape)
+    return jnp.where(keep, h / (1.0 - rate), 0.0)
+
+
+class Conv3x3(nnx.Module):
+    """A 3x3, stride 1, SAME convolution with bias, run as patches times a matrix (faster on CPU
+    than XLA's convolution at these widths: 437 against 386 training examples/s measured)."""
+
+    def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs):
+        fan_in = 9 * cin
+        self.kernel = nnx.Param(jax.random.normal(rngs.params(), (3, 3, cin, cout)) * (2.0 / fan_in) ** 0.5)
+        self.bias = nnx.Param(jnp.zeros((cout,)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return patch_conv(x, self.kernel[...], 1, "SAME") + self.bias[...].reshape(1, 1, 1, -1)
+
+
+def _max_pool(h):
+    return nnx.max_pool(h, window_shape=(2, 2), strides=(2, 2))
+
+
+class FashionNet(nnx.Module):
+    """The FashionNet CNN as a Flax NNX module.
+
+    ``forward(x, tap, dropout_key=None)`` is the network on inputs already normalised (the
+    spec's value mapping); dropout is active only when a key is given.
+    ``__call__(images, *, perturb=None)`` takes [0, 1] images ``[n, 28, 28, 1]`` and returns the
+    named activations (evaluation mode).
+
+    Args:
+      rngs: random initialisation.
+      value_mapping: the normalisation of [0, 1] inputs (training-set mean and std).
+      num_classes: outputs (10).
+      channels: input channels (1).
+      dropout_rate: before the classifier (0.5).
+    """
+
+    def __init__(self, *, rngs: nnx.Rngs, value_mapping: ValueMapping = ValueMapping(),
+                 num_classes: int = 10, channels: int = 1, dropout_rate: float = 0.5):  # fmt: skip
+        widths = (channels, 32, 32, 64, 64, 128)
+        self.convs = nnx.List([Conv3x3(a, b, rngs=rngs) for a, b in zip(widths, widths[1:])])
+        self.dense = nnx.Linear(128, num_classes, rngs=rngs)
+        self.value_mapping = value_mapping
+        self.dropout_rate = dropout_rate
+
+    def forward(self, x: jax.Array, tap: Tape, dropout_key: jax.Array | None = None) -> jax.Array:
+        h = x
+        for i, conv in enumerate(self.convs):
+            h = tap(f"conv{i + 1}", jax.nn.relu(conv(h)))
+            if i in (1, 3):
+                h = tap(f"pool{(i + 1) // 2}", _max_pool(h))
+        h = tap("pooled", jnp.mean(h, axis=(1, 2)))
+        return self.dense(dropout(dropout_key, h, self.dropout_rate))
+
+    def __call__(self, images: jax.Array, *, perturb=None):
+        return record(self.forward, images, self.value_mapping, perturb)
+
+
+def fashionnet_model(module: FashionNet) -> Model:
+    """Wrap a FashionNet module (its value mapping included) as a :class:`~cnnjax.Model`."""
+    return from_nnx(module, name="fashionnet", input_size=28, channels=1,
+                    value_mapping=module.value_mapping, class_names=FASHION_CLASSES)  # fmt: skip

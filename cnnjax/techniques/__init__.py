@@ -1,1 +1,0 @@
-"""Techniques: pure, jit-compiled functions over a model's parameters."""
