@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax._src.checks import numpy_seed
 from cnnjax._src.contract import Model
 from cnnjax.models import from_function
 
@@ -32,10 +33,7 @@ def _conv(x, w, b, stride):
     return y + b.reshape(1, 1, 1, -1)
 
 
-@functools.cache
-def tiny_cnn(
-    seed: int = 0, *, size: int = 32, channels: int = 3, num_classes: int = 10, width: int = 8
-) -> Model:
+def tiny_cnn(key=0, *, size: int = 32, channels: int = 3, num_classes: int = 10, width: int = 8) -> Model:
     """A random-weight CNN that ends in global average pooling and one linear layer.
 
     ``conv1`` (3x3, ``width`` channels, stride 1) - ReLU - ``conv2`` (3x3, ``2 * width``,
@@ -44,7 +42,7 @@ def tiny_cnn(
     strides 1, 2 and 2. Activations are recorded after the ReLU.
 
     Args:
-      seed: seeds the weights (He-normal kernels, small random biases).
+      key: an int seed or a JAX key for the weights (He-normal kernels, small random biases).
       size: the spec's input size (the network itself accepts any size >= 8).
       channels: input channels.
       num_classes: outputs.
@@ -63,6 +61,12 @@ def tiny_cnn(
       >>> tiny_cnn() is model
       True
     """
+    seed = numpy_seed(key)
+    return _tiny_cnn(seed if isinstance(seed, int) else tuple(seed), size, channels, num_classes, width)
+
+
+@functools.cache
+def _tiny_cnn(seed, size: int, channels: int, num_classes: int, width: int) -> Model:
     # NumPy draws the weights: eager jax.random calls would compile one program per shape.
     rng = np.random.default_rng(seed)
     widths = (channels, width, 2 * width, 2 * width)

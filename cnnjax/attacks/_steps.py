@@ -26,7 +26,7 @@ def per_example(inner: optax.GradientTransformation) -> optax.GradientTransforma
     )
 
 
-def steepest_descent(norm: str, step_size) -> optax.GradientTransformation:
+def steepest_descent(norm: str, learning_rate) -> optax.GradientTransformation:
     r"""The steepest-descent step in a norm ball, as an optax transformation (PGD's step).
 
     .. math:: u_\infty = -\alpha \operatorname{sign}(g), \qquad u_2 = -\alpha\, g / \lVert g \rVert_2
@@ -36,7 +36,7 @@ def steepest_descent(norm: str, step_size) -> optax.GradientTransformation:
 
     Args:
       norm: ``"inf"`` or ``"2"``.
-      step_size: alpha, a scalar or a per-example ``[n, 1, 1, 1]`` array.
+      learning_rate: alpha, a scalar or a per-example ``[n, 1, 1, 1]`` array.
 
     Returns:
       An ``optax.GradientTransformation`` (stateless).
@@ -54,7 +54,7 @@ def steepest_descent(norm: str, step_size) -> optax.GradientTransformation:
     """
     direction = (optax.scale_by_sign() if check_norm(norm) == "inf"
                  else per_example(optax.normalize_by_update_norm(1.0, eps=1e-30)))  # fmt: skip
-    return optax.chain(direction, optax.scale(-step_size))
+    return optax.chain(direction, optax.scale(-learning_rate))
 
 
 def col(v: jax.Array) -> jax.Array:
