@@ -688,7 +688,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _positive(kind: type, what: str, zero: bool = False):
     """An argparse type: a ``kind`` (int or float) greater than zero (or >= 0 with ``zero``)."""
-    adjective = "non-negative" if zero else "positive"
+    adjective = (
+        ("non-negative" if zero else "positive")
+        if kind is int
+        else ("finite non-negative" if zero else "finite positive")
+    )
 
     def parse(text: str):
         try:
@@ -696,7 +700,7 @@ def _positive(kind: type, what: str, zero: bool = False):
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {adjective} {what}, got {text!r}") from None
         if not (value >= 0 if zero else value > 0) or not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite {adjective} {what}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a {adjective} {what}, got {text!r}")
         return value
 
     return parse
@@ -771,5 +775,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def console() -> None:
+    """The ``cnnjax`` command: :func:`main`, then exit. After Ctrl-C it exits at once, without
+    waiting for compiled work still running in the background."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

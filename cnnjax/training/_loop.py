@@ -34,7 +34,7 @@ import optax
 from tqdm.auto import tqdm
 
 from cnnjax._src.atomic import atomic_write_bytes
-from cnnjax._src.checks import DivergedError, as_key, check_float, check_int, check_positive_int
+from cnnjax._src.checks import DivergedError, as_key, check_float, check_int, check_positive_int, wait
 from cnnjax._src.contract import Model
 from cnnjax._src.paths import check_output_dir
 from cnnjax.training._checkpoint import load_checkpoint, save_checkpoint
@@ -399,7 +399,7 @@ def fit(
             new_state, l_sum, c_sum, finite = _run_chunk(
                 state, images_dev, labels_dev, perm, epoch_key, start, hyper, length=length, **static
             )
-            if not bool(finite):
+            if not bool(wait(finite)):
                 bar.close()
                 kept = f" ({ckpt_dir / 'last.ckpt'})" if ckpt_dir is not None and start + epoch > 0 else ""
                 message = (f"training diverged in epoch {epoch + 1} (steps {start}-{start + length}): "
