@@ -36,9 +36,8 @@ MAX_PIXELS = 64_000_000  # as cnnjax._src.image_io.MAX_PIXELS (the command line 
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # usage + message + exit 2, as argparse does, but to stderr only
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    def error(self, message):  # one line on stderr and exit 2 (argparse prints the usage too)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _model_names():
@@ -148,7 +147,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _note(message: str) -> None:
-    """One line on stderr about long work (the run itself is one compiled call)."""
+    """One line on stderr about the long work that starts now."""
     print(message, file=sys.stderr, flush=True)
 
 
@@ -171,7 +170,7 @@ def _cmd_visualize(args) -> int:
         make = objectives.neuron if args.neuron else objectives.channel
         objs = [make(args.layer, u) for u in args.units]
         captions = [f"{args.layer}:{u}" for u in args.units]
-    _note(f"visualize: {len(objs)} targets, preset {args.preset} (one compiled program; minutes on a CPU)")
+    _note(f"visualize: {len(objs)} targets, preset {args.preset} (minutes on a CPU; Ctrl-C stops it)")
     vis = visualize(model, objs, preset=args.preset, steps=args.steps, size=args.size, restarts=args.restarts,
                     learning_rate=args.learning_rate, key=args.key)  # fmt: skip
     if args.classes:
@@ -208,7 +207,7 @@ def _cmd_invert(args) -> int:
 
     model = load_model(args.model)
     image = _load_for(model.spec, args.image, args)
-    _note(f"invert: layers {', '.join(args.layers)}, {args.steps} steps (one compiled program)")
+    _note(f"invert: layers {', '.join(args.layers)}, {args.steps} steps")
     inv = invert(model, image, args.layers, steps=args.steps, key=args.key)
     tiles = np.concatenate([image, np.asarray(inv.images)])
     captions = ["photo"] + [f"{name}: error {float(e):.3f}" for name, e in zip(inv.layers, inv.error)]
@@ -472,13 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="classes per image (5)")
-    p.add_argument(
-        "--max-pixels",
-        type=_positive_int,
-        default=MAX_PIXELS,
-        metavar="N",
-        help="refuse image files with more pixels (64000000)",
-    )
+    _max_pixels_option(p)
     p.set_defaults(run=_cmd_classify)
 
     p = sub.add_parser("models", help="list the bundled models and their layers")
@@ -543,13 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=Path("dream.png"))
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument(
-        "--max-pixels",
-        type=_positive_int,
-        default=MAX_PIXELS,
-        metavar="N",
-        help="refuse image files with more pixels (64000000)",
-    )
+    _max_pixels_option(p)
     p.set_defaults(run=_cmd_dream)
 
     p = sub.add_parser("invert", help="reconstruct a photo from its code at several layers")
@@ -560,13 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=Path("invert.png"))
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument(
-        "--max-pixels",
-        type=_positive_int,
-        default=MAX_PIXELS,
-        metavar="N",
-        help="refuse image files with more pixels (64000000)",
-    )
+    _max_pixels_option(p)
     p.set_defaults(run=_cmd_invert)
 
     p = sub.add_parser("style", help="paint a photo in the style of others")
@@ -592,13 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=Path("style.png"))
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument(
-        "--max-pixels",
-        type=_positive_int,
-        default=MAX_PIXELS,
-        metavar="N",
-        help="refuse image files with more pixels (64000000)",
-    )
+    _max_pixels_option(p)
     p.set_defaults(run=_cmd_style)
 
     p = sub.add_parser("fool", help="fooling images: unrecognisable images classified with high confidence")
@@ -627,13 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=None, help="the figure (default: IMAGE-METHOD.png here)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument(
-        "--max-pixels",
-        type=_positive_int,
-        default=MAX_PIXELS,
-        metavar="N",
-        help="refuse image files with more pixels (64000000)",
-    )
+    _max_pixels_option(p)
     p.set_defaults(run=_cmd_attack)
 
     p = sub.add_parser("demo", help="write an HTML report of what cnnjax can do")
@@ -655,13 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=None, help="the PNG to write (IMAGE_METHOD.png)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument(
-        "--max-pixels",
-        type=_positive_int,
-        default=MAX_PIXELS,
-        metavar="N",
-        help="refuse image files with more pixels (64000000)",
-    )
+    _max_pixels_option(p)
     p.set_defaults(run=_cmd_cam)
 
     p = sub.add_parser("rf", help="receptive fields of a layer: theoretical, and a unit's empirical one")
@@ -675,15 +638,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="the empirical field's PNG (rf_LAYER_UNIT.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument(
-        "--max-pixels",
-        type=_positive_int,
-        default=MAX_PIXELS,
-        metavar="N",
-        help="refuse image files with more pixels (64000000)",
-    )
+    _max_pixels_option(p)
     p.set_defaults(run=_cmd_rf)
     return parser
+
+
+def _max_pixels_option(p: argparse.ArgumentParser) -> None:
+    """``--max-pixels``, for every command that reads image files."""
+    p.add_argument("--max-pixels", type=_positive_int, default=MAX_PIXELS, metavar="N",
+                   help=f"refuse image files with more pixels ({MAX_PIXELS})")  # fmt: skip
 
 
 def _positive(kind: type, what: str, zero: bool = False):
