@@ -23,18 +23,21 @@ exits with status 1 and a one-line message (never a traceback).
 from __future__ import annotations
 
 import argparse
+import functools
+import math
+import os
 import sys
 from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
 _CLASSIFY_BATCH = 32  # images per compiled call (bounded memory for long lists)
+MAX_PIXELS = 64_000_000  # as cnnjax._src.image_io.MAX_PIXELS (the command line imports nothing heavy)
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # usage + message + exit 2, as argparse does, but to stderr only
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    def error(self, message):  # one line on stderr and exit 2 (argparse prints the usage too)
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _model_names():
@@ -53,7 +56,7 @@ def _cmd_classify(args) -> int:
     spec = model.spec
     k = min(args.top_k, spec.num_classes)
     # Check every file before any model work.
-    images = [_load_for(spec, p) for p in args.images]
+    images = [_load_for(spec, p, args) for p in args.images]
     chunks = range(0, len(images), _CLASSIFY_BATCH)
     for start in tqdm(chunks, desc="classify", unit="batch", disable=len(chunks) < 2, leave=False):
         batch = images[start : start + _CLASSIFY_BATCH]
@@ -86,6 +89,14 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _data_not_found(error) -> ValueError:
+    """The command line's one-line version of a data set that was found nowhere."""
+    return ValueError(
+        f"{error.display} not found (looked in: {'; '.join(error.searched)}); give --data-dir DIR, a "
+        "folder holding its IDX files, or --download to fetch it from the official address"
+    )
+
+
 def _cmd_train(args) -> int:
     from cnnjax._src.image_io import save_image
     from cnnjax.report import training_curves
@@ -94,8 +105,14 @@ def _cmd_train(args) -> int:
     drops = tuple(e for e in FashionConfig.lr_drop_epochs if e < args.epochs)
     config = FashionConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                            seed=args.key, optimizer=args.optimizer, lr_drop_epochs=drops)  # fmt: skip
-    result, manifest = train_fashionnet(args.data_dir, args.out, config, checkpoint_dir=args.checkpoints,
-                                        download=args.download, progress=not args.quiet)  # fmt: skip
+    from cnnjax.data import DataNotFoundError
+
+    try:
+        result, manifest = train_fashionnet(args.data_dir, args.out, config, checkpoint_dir=args.checkpoints,
+                                            download=args.download, progress=not args.quiet,
+                                            overwrite=args.overwrite, restart=args.restart)  # fmt: skip
+    except DataNotFoundError as e:
+        raise _data_not_found(e) from None
     save_image(args.out / "curves.png", training_curves(result.history))
     print(result.message)
     print(f"validation accuracy {manifest['validation_accuracy']:.4f}, "
@@ -114,7 +131,10 @@ def _cmd_evaluate(args) -> int:
     from cnnjax.training import evaluate
 
     model = load_model(args.model, weights_dir=args.weights)
-    _, test = data.load_fashion_mnist(args.data_dir, download=args.download)
+    try:
+        _, test = data.load_fashion_mnist(args.data_dir, download=args.download)
+    except data.DataNotFoundError as e:
+        raise _data_not_found(e) from None
     loss, acc = evaluate(model, model.params, test.images, test.labels)
     print(f"{args.model} on the Fashion-MNIST test set ({len(test.labels)} images): "
           f"accuracy {acc:.4f}, loss {loss:.4f}")  # fmt: skip
@@ -127,7 +147,7 @@ def _cmd_evaluate(args) -> int:
 
 
 def _note(message: str) -> None:
-    """One line on stderr about long work (the run itself is one compiled call)."""
+    """One line on stderr about the long work that starts now."""
     print(message, file=sys.stderr, flush=True)
 
 
@@ -150,7 +170,7 @@ def _cmd_visualize(args) -> int:
         make = objectives.neuron if args.neuron else objectives.channel
         objs = [make(args.layer, u) for u in args.units]
         captions = [f"{args.layer}:{u}" for u in args.units]
-    _note(f"visualize: {len(objs)} targets, preset {args.preset} (one compiled program; minutes on a CPU)")
+    _note(f"visualize: {len(objs)} targets, preset {args.preset} (minutes on a CPU; Ctrl-C stops it)")
     vis = visualize(model, objs, preset=args.preset, steps=args.steps, size=args.size, restarts=args.restarts,
                     learning_rate=args.learning_rate, key=args.key)  # fmt: skip
     if args.classes:
@@ -168,7 +188,7 @@ def _cmd_dream(args) -> int:
     from cnnjax.synthesis import dream
 
     model = load_model(args.model)
-    image = _load_for(model.spec, args.image, max_side=args.max_size)
+    image = _load_for(model.spec, args.image, args, max_side=args.max_size)
     size = f"{image.shape[2]}x{image.shape[1]}"
     _note(f"dream: {size}, layers {', '.join(args.layers)}, {args.octaves} octaves")
     out = dream(model, image, args.layers, octaves=args.octaves, steps=args.steps,
@@ -186,8 +206,8 @@ def _cmd_invert(args) -> int:
     from cnnjax.synthesis import invert
 
     model = load_model(args.model)
-    image = _load_for(model.spec, args.image)
-    _note(f"invert: layers {', '.join(args.layers)}, {args.steps} steps (one compiled program)")
+    image = _load_for(model.spec, args.image, args)
+    _note(f"invert: layers {', '.join(args.layers)}, {args.steps} steps")
     inv = invert(model, image, args.layers, steps=args.steps, key=args.key)
     tiles = np.concatenate([image, np.asarray(inv.images)])
     captions = ["photo"] + [f"{name}: error {float(e):.3f}" for name, e in zip(inv.layers, inv.error)]
@@ -203,8 +223,10 @@ def _cmd_style(args) -> int:
     from cnnjax.synthesis import style_transfer
 
     model = load_model(args.model)
-    content = _load_for(model.spec, args.content, size=args.size)
-    styles = np.concatenate([_load_for(model.spec, _style_path(p), size=args.size) for p in args.styles])
+    content = _load_for(model.spec, args.content, args, size=args.size)
+    styles = np.concatenate(
+        [_load_for(model.spec, _style_path(p), args, size=args.size) for p in args.styles]
+    )
     _note(f"style: {len(args.styles)} style image(s), {args.steps} steps with {args.optimizer}")
     out = style_transfer(model, content, styles, blend=args.blend, steps=args.steps, optimizer=args.optimizer,
                          preserve_color=args.preserve_color, style_weight=args.style_weight,
@@ -250,15 +272,18 @@ def _style_path(name: str):
     return name  # load_image reports the missing file
 
 
-def _load_for(spec, path, *, size=None, max_side: int | None = None):
+def _load_for(spec, path, args, *, size=None, max_side: int | None = None):
     """One image file as a batch for the model: the model's evaluation crop (or a square of
     ``size``, or the whole image scaled down to at most ``max_side``), greyscale models getting
-    the mean of R, G and B. The file is checked before any model work."""
+    the mean of R, G and B. The file is checked before any model work: one rule for every
+    command, an image at least as large as the model's smallest input
+    (``spec.min_input_size``) and at most ``--max-pixels``."""
     import jax
     import numpy as np
 
     from cnnjax._src.image_io import load_image
 
+    load_image = functools.partial(load_image, min_side=spec.min_input_size, max_pixels=args.max_pixels)
     if max_side is not None:
         image = load_image(path)
         h, w = image.shape[1:3]
@@ -291,7 +316,7 @@ def _cmd_attack(args) -> int:
         raise ValueError(f"--norm applies to bim and pgd only, not to {method}")
     model = load_model(args.model)
     spec = model.spec
-    image = _load_for(spec, args.image)
+    image = _load_for(spec, args.image, args)
     target = None if args.target is None else spec.class_index(args.target)
     l2 = method == "fgm" or args.norm == "2"
     kwargs = {} if args.steps is None else {"steps": args.steps}
@@ -325,8 +350,7 @@ def _cmd_attack(args) -> int:
     fig = adversarial_figure(image[0], adv[0], original_label=name0, original_prob=p0,
                              adversarial_label=name1, adversarial_prob=p1,
                              title=f"{_ATTACKS[method]}, {about}")  # fmt: skip
-    out = args.out if args.out is not None else Path(f"{Path(args.image).stem}-{method}.png")
-    print(f"wrote {save_image(out, fig)}")
+    print(f"wrote {save_image(args.out, fig)}")
     return 0
 
 
@@ -353,7 +377,7 @@ def _cmd_cam(args) -> int:
 
     model = load_model(args.model)
     spec = model.spec
-    image = _load_for(spec, args.image)  # the file is checked before any model work
+    image = _load_for(spec, args.image, args)  # the file is checked before any model work
     layer = check_spatial_layer(spec, args.layer)
     chosen = [spec.class_index(c) for c in args.classes] if args.classes else None
     p = np.asarray(probabilities(model, image))[0]
@@ -371,9 +395,8 @@ def _cmd_cam(args) -> int:
         y, x = np.unravel_index(int(np.argmax(m)), m.shape)
         print(f"  {p[c]:7.2%}  {spec.class_name(c)} ({c})  peak at (y={y}, x={x})")
         tiles.append(overlay(image[0], m))
-    out = args.out or Path(f"{Path(args.image).stem}_{args.method.replace('+', 'p')}.png")
-    save_image(out, image_grid(np.stack(tiles), cols=min(4, len(tiles))))
-    print(f"wrote {out}")
+    save_image(args.out, image_grid(np.stack(tiles), cols=min(4, len(tiles))))
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -399,7 +422,13 @@ def _cmd_rf(args) -> int:
             files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
             if not files:
                 raise ValueError(f"no image files ({', '.join(_IMAGE_SUFFIXES)}) in {args.images}")
-            images = load_images(files, spec.input_size, resize=spec.resize_size)
+            images = load_images(
+                files,
+                spec.input_size,
+                resize=spec.resize_size,
+                min_side=spec.min_input_size,
+                max_pixels=args.max_pixels,
+            )
         else:
             images = np.concatenate(list(sample_photos(spec.input_size[0], spec.resize_size).values()))
         if spec.channels == 1:
@@ -428,9 +457,8 @@ def _cmd_rf(args) -> int:
           f"{len(images)} images, {emp.copies[0]} occluded copies); effective {eff.sizes[0]:.1f} px "
           f"(gradient at position {tuple(int(v) for v in eff.positions[0])}); theoretical "
           f"{field.size[0]} px")  # fmt: skip
-    out = args.out or Path(f"rf_{layer}_{args.unit}.png")
-    save_image(out, heatmap(emp.maps[0]))
-    print(f"wrote {out}")
+    save_image(args.out, heatmap(emp.maps[0]))
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -443,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="classes per image (5)")
+    _max_pixels_option(p)
     p.set_defaults(run=_cmd_classify)
 
     p = sub.add_parser("models", help="list the bundled models and their layers")
@@ -466,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=int, default=0, help="random seed (0)")
     p.add_argument("--out", type=Path, default=Path("cnnjax-train"), help="where the weights go")
     p.add_argument("--checkpoints", type=Path, default=None, help="resumable checkpoints here")
+    p.add_argument("--restart", action="store_true", help="start afresh even if --checkpoints holds a run")
+    p.add_argument("--overwrite", action="store_true", help="replace weights already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_train)
 
@@ -489,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=int, default=0, help="random seed (0)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=Path("visualize.png"), help="the PNG to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(run=_cmd_visualize)
 
     p = sub.add_parser("dream", help="DeepDream a photo")
@@ -503,6 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=int, default=0, help="random seed (0)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=Path("dream.png"))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _max_pixels_option(p)
     p.set_defaults(run=_cmd_dream)
 
     p = sub.add_parser("invert", help="reconstruct a photo from its code at several layers")
@@ -512,6 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=int, default=0, help="random seed (0)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=Path("invert.png"))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _max_pixels_option(p)
     p.set_defaults(run=_cmd_invert)
 
     p = sub.add_parser("style", help="paint a photo in the style of others")
@@ -536,6 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=int, default=0, help="random seed (0)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=Path("style.png"))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _max_pixels_option(p)
     p.set_defaults(run=_cmd_style)
 
     p = sub.add_parser("fool", help="fooling images: unrecognisable images classified with high confidence")
@@ -546,6 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=int, default=0, help="random seed (0)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=Path("fool.png"))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(run=_cmd_fool)
     p = sub.add_parser("attack", help="fool the model: an adversarial example and its figure")
     p.add_argument("image", metavar="IMAGE", help="an image file (any format Pillow reads)")
@@ -562,13 +601,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", type=int, default=0, help="random seed of pgd's random start (0)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=None, help="the figure (default: IMAGE-METHOD.png here)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _max_pixels_option(p)
     p.set_defaults(run=_cmd_attack)
 
     p = sub.add_parser("demo", help="write an HTML report of what cnnjax can do")
     p.add_argument("--out", type=Path, default=Path("cnnjax-report"), help="output folder")
-    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    # The report is about ImageNet photos: the ImageNet model is the one it works with.
+    p.add_argument("--model", default="efficientnet_lite0", choices=["efficientnet_lite0"])
     p.add_argument("--full", action="store_true", help="published settings (slower)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(run=_cmd_demo)
 
     p = sub.add_parser("cam", help="class activation maps of an image, as a heat-map overlay")
@@ -580,6 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default=None, help="the feature layer (default: the last spatial one)")
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=None, help="the PNG to write (IMAGE_METHOD.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _max_pixels_option(p)
     p.set_defaults(run=_cmd_cam)
 
     p = sub.add_parser("rf", help="receptive fields of a layer: theoretical, and a unit's empirical one")
@@ -592,21 +637,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
     p.add_argument("--out", type=Path, default=None, help="the empirical field's PNG (rf_LAYER_UNIT.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _max_pixels_option(p)
     p.set_defaults(run=_cmd_rf)
     return parser
 
 
+def _max_pixels_option(p: argparse.ArgumentParser) -> None:
+    """``--max-pixels``, for every command that reads image files."""
+    p.add_argument("--max-pixels", type=_positive_int, default=MAX_PIXELS, metavar="N",
+                   help=f"refuse image files with more pixels ({MAX_PIXELS})")  # fmt: skip
+
+
 def _positive(kind: type, what: str, zero: bool = False):
     """An argparse type: a ``kind`` (int or float) greater than zero (or >= 0 with ``zero``)."""
-    adjective = "non-negative" if zero else "positive"
+    adjective = (
+        ("non-negative" if zero else "positive")
+        if kind is int
+        else ("finite non-negative" if zero else "finite positive")
+    )
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {adjective} {what}, got {text!r}") from None
-        if not (value >= 0 if zero else value > 0) or value != value:
-            raise argparse.ArgumentTypeError(f"expected a {adjective} {what}, got {value}")
+        if not (value >= 0 if zero else value > 0) or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a {adjective} {what}, got {text!r}")
         return value
 
     return parse
@@ -626,22 +683,71 @@ def _fraction(text: str) -> float:
         value = float(fractions.Fraction(text.strip()))
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"expected a number or a fraction (2/255), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    if value < 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text!r}")
     return value
+
+
+def _check_outputs(args) -> None:
+    """Every path the command will write, checked before any work (``_src/paths.py``): the
+    defaults that depend on other arguments are filled in here too."""
+    from cnnjax._src.image_io import SAVE_SUFFIXES
+    from cnnjax._src.paths import check_output_dir, check_output_file
+
+    overwrite = getattr(args, "overwrite", False)
+    if args.command in ("visualize", "dream", "invert", "style", "fool", "attack", "cam", "rf"):
+        if args.out is None:
+            args.out = _default_out(args)
+        if args.out is not None:
+            check_output_file(args.out, suffixes=SAVE_SUFFIXES, overwrite=overwrite, what="image")
+    elif args.command == "train":
+        results = ("fashionnet.json", "curves.png")
+        check_output_dir(args.out, results=results, overwrite=overwrite, what="weights folder")
+        if args.checkpoints is not None:
+            check_output_dir(args.checkpoints, what="checkpoint folder")
+    elif args.command == "demo":
+        results = ("index.html", "results.json")
+        check_output_dir(args.out, results=results, overwrite=overwrite, what="report folder")
+
+
+def _default_out(args):
+    stem = Path(getattr(args, "image", "") or "").stem
+    if args.command == "attack":
+        return Path(f"{stem}-{args.method}.png")
+    if args.command == "cam":
+        return Path(f"{stem}_{args.method.replace('+', 'p')}.png")
+    if args.command == "rf":  # only a unit's empirical field is drawn
+        return Path(f"rf_{args.layer}_{args.unit}.png") if args.unit is not None else None
+    return Path(f"{args.command}.png")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_outputs(args)
         return args.run(args)
+    except BrokenPipeError:  # the reader went away (cnnjax models | head -1): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that flushing at exit raises nothing more
+        return 141
     except (ValueError, OSError) as e:
         print(f"cnnjax {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"cnnjax {args.command}: interrupted", file=sys.stderr)
         return 130
 
 
+def console() -> None:
+    """The ``cnnjax`` command: :func:`main`, then exit. After Ctrl-C it exits at once, without
+    waiting for compiled work still running in the background."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

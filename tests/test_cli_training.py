@@ -1,6 +1,7 @@
 """``cnnjax train`` and ``cnnjax evaluate`` on a tiny Fashion-MNIST-shaped data set."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,3 +51,41 @@ def test_train_without_data_says_where_it_looked(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     assert "nowhere" in err and "download" in err
+
+
+def train(data, out, *extra):
+    return main(["train", "--data-dir", str(data), "--epochs", "1", "--batch-size", "32", "--out", str(out),
+                 "--quiet", *extra])  # fmt: skip
+
+
+def test_a_diverging_run_writes_nothing_over_earlier_weights(tiny_fashion, tmp_path, capsys):
+    out, ckpt = tmp_path / "weights", tmp_path / "ckpt"
+    assert train(tiny_fashion, out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    code = train(tiny_fashion, out, "--learning-rate", "1e6", "--overwrite", "--checkpoints", str(ckpt))
+    printed = capsys.readouterr()
+    assert code == 1 and "diverged" in printed.err and "wrote" not in printed.out
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the good weights, untouched
+    # It claims a checkpoint only if it wrote one.
+    claimed = [w for w in printed.err.split() if "last.ckpt" in w]
+    assert all(Path(w.strip("().,")).exists() for w in claimed), printed.err
+
+
+def test_resuming_with_other_settings_is_refused_unless_restarted(tiny_fashion, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    assert train(tiny_fashion, tmp_path / "a", "--checkpoints", str(ckpt)) == 0
+    capsys.readouterr()
+    code = train(
+        tiny_fashion, tmp_path / "b", "--checkpoints", str(ckpt), "--learning-rate", "0.01", "--key", "3"
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "learning_rate" in err and "seed" in err and "--restart" in err, err
+    assert not (tmp_path / "b" / "fashionnet.json").exists()
+    # Asked to, it starts afresh: a new run, its own settings in the manifest.
+    code = train(
+        tiny_fashion, tmp_path / "b", "--checkpoints", str(ckpt), "--learning-rate", "0.01", "--restart"
+    )
+    assert code == 0
+    manifest = json.loads((tmp_path / "b" / "fashionnet.json").read_text())
+    assert manifest["training"]["config"]["learning_rate"] == 0.01

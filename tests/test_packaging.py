@@ -51,4 +51,4 @@ def test_wheel_contains_weights_assets_and_entry_point(tmp_path):
         assert required in names, required
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert re.search(r"cnnjax\s*=\s*cnnjax\.cli:main", text)
+    assert re.search(r"cnnjax\s*=\s*cnnjax\.cli:console", text)

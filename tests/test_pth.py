@@ -143,5 +143,18 @@ def test_truncated_and_foreign_files(fake_torch):
 
 def test_view_past_storage_is_refused(fake_torch):
     state = {"w": _Tensor(_Storage("1", np.ones(10, np.float32)), 4, (3, 3), (3, 1))}
-    with pytest.raises(ValueError, match="reaches past its storage"):
+    with pytest.raises(ValueError, match="needs more elements than its storage of 10 holds"):
         read_pth_bytes(write_legacy(state, fake_torch))
+
+
+@pytest.mark.parametrize(
+    "size, stride",
+    [((16384, 16384), (0, 0)), ((1 << 28,), (0,)), ((4, 4), (-1, 1)), ((1 << 20, 2), (1, 1))],
+)
+def test_memory_bombs_are_refused_before_any_array_is_made(fake_torch, size, stride):
+    """A few bytes of storage cannot become a huge tensor: zero or negative strides, or more
+    elements than the storage holds (a 1 GiB array from a 274-byte file, before the fix)."""
+    data = write_legacy({"w": _Tensor(_Storage("1", np.ones(4, np.float32)), 0, size, stride)}, fake_torch)
+    assert len(data) < 1000
+    with pytest.raises(ValueError, match="zero or negative stride|more elements than its storage"):
+        read_pth_bytes(data)

@@ -164,8 +164,9 @@ def test_style_transfer_sweeps_weights_and_learning_rates_in_one_program():
         b = cnnjax.style_transfer(
             TINY, content, style, style_weight=[3.0, 100.0], learning_rate=[0.03, 0.002], **kw
         )
-    # One program (compiled now, or already by another test) serves both sweeps.
-    assert first.names in ([], ["jit(_run)"]) and second.n == 0, (first.names, second.names)
+    # One set of programs (setup, the chunked loop, finish; compiled now, or already by another
+    # test) serves both sweeps.
+    assert first.n <= 3 and second.n == 0, (first.names, second.names)
     assert a.images.shape == b.images.shape == (2, 32, 32, 3)
     assert not np.allclose(a.images[0], a.images[1]) and not np.allclose(a.images, b.images)
     # Problem 1 of the sweep is exactly the run of its settings alone (a scalar setting).
@@ -181,7 +182,7 @@ def test_visualize_sweeps_learning_rates_in_one_program():
         a = cnnjax.visualize(TINY, objs, learning_rate=[0.3, 3.0, 30.0], **kw)
     with count_compiles() as second:
         b = cnnjax.visualize(TINY, objs, learning_rate=[0.3, 0.03, 0.003], **kw)
-    assert first.names in ([], ["jit(_run)"]) and second.n == 0, (first.names, second.names)
+    assert first.n <= 3 and second.n == 0, (first.names, second.names)
     # The same objective from similar starts: a larger learning rate climbs faster.
     gain = np.asarray(a.history)[:, -1] - np.asarray(a.history)[:, 0]
     assert 0 < gain[0] < gain[1] < gain[2], gain
@@ -207,11 +208,7 @@ def test_bad_input_is_refused_before_any_work():
             "steps must be an integer in",
         ),
         (
-            lambda: cnnjax.dream(
-                TINY,
-                good.at[0, 0, 0, 0].set(np.nan) if False else np.where(good > 2, 0, good) * np.nan,
-                "conv2",
-            ),
+            lambda: cnnjax.dream(TINY, good * np.nan, "conv2"),
             "non-finite",
         ),
         (lambda: cnnjax.dream(TINY, good[0], "conv2"), "NHWC"),

@@ -1,4 +1,4 @@
-"""Train the bundled FashionNet and write weights/fashionnet.safetensors and its manifest.
+"""Train the bundled FashionNet and write its weights and manifest (weights/fashionnet.json).
 
     python weights/train_fashionnet.py --data PATH_TO_FASHION_MNIST [--checkpoints DIR]
 
@@ -22,7 +22,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=FashionConfig.epochs)
     args = parser.parse_args()
     config = FashionConfig(epochs=args.epochs)
-    result, manifest = train_fashionnet(args.data, args.out, config, checkpoint_dir=args.checkpoints)
+    result, manifest = train_fashionnet(args.data, args.out, config, checkpoint_dir=args.checkpoints, overwrite=True)
     print(result.message)
     print(
         f"validation accuracy {manifest['validation_accuracy']:.4f}, "

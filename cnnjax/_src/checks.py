@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 from typing import Any
 
 import jax
@@ -37,6 +38,7 @@ __all__ = [
     "check_positive_int",
     "is_concrete",
     "numpy_seed",
+    "wait",
 ]
 
 #: Smallest spatial size accepted anywhere; techniques may ask for more.
@@ -236,10 +238,21 @@ class DivergedError(ValueError):
         self.result = result
 
 
+def wait(x: Any, poll: float = 0.05) -> Any:
+    """``x`` once computed, waiting in Python rather than inside XLA, so that Ctrl-C is raised
+    at once and not only when a long compiled call ends."""
+    for leaf in jax.tree.leaves(x):
+        while hasattr(leaf, "is_ready") and not leaf.is_ready():
+            time.sleep(poll)
+    return x
+
+
 def check_finite_run(technique: str, images: Any, history: Any = None, *, hint: str = "") -> None:
     """Raise :class:`DivergedError` if a run's ``history`` (its losses per step) or its result
-    ``images`` hold non-finite values (checked on the host: no program is compiled)."""
+    ``images`` hold non-finite values (checked on the host, after :func:`wait`: no program is
+    compiled, and Ctrl-C stops the wait)."""
     hint = hint or "lower the learning rate or add a prior"
+    wait((images, history))
     if history is not None:
         h = np.asarray(history)
         bad = ~np.isfinite(h)

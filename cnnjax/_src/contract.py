@@ -345,10 +345,21 @@ class ModelSpec:
                 self.layer(name)
 
     def class_index(self, cls: int | str) -> int:
-        """The index of a class given by index or by name (exact, case-insensitive, or a synonym).
+        """The index of a class given by index or by name (or any of its synonyms).
 
-        ImageNet names hold comma-separated synonyms (``"tabby, tabby cat"``); any one of them
-        names the class. An unknown name suggests close matches.
+        ImageNet names hold comma-separated synonyms (``"tabby, tabby cat"``), and 19 synonyms
+        name two classes (``"crane"`` the bird and the machine). A name is looked up in order:
+        the whole name, then the first synonym (the primary name), then any synonym, each
+        first exactly and then ignoring case; the first step that finds one class gives it
+        (``"cardigan"`` is the garment, ``"Cardigan"`` the corgi, ``"missile"`` the class whose
+        primary name it is). A name that still names several classes is refused, listing them;
+        an unknown name suggests close matches.
+
+        Example:
+          >>> from cnnjax.models import imagenet_classes
+          >>> spec = ModelSpec("m", (8, 8), (), imagenet_classes())
+          >>> spec.class_index("cardigan"), spec.class_index("Cardigan"), spec.class_index("tabby cat")
+          (474, 264, 281)
         """
         n = self.num_classes
         if isinstance(cls, (int, np.integer)) and not isinstance(cls, bool):
@@ -359,13 +370,29 @@ class ModelSpec:
             raise ValueError(f"a class is an int index or a str name, got {type(cls).__name__}")
         if cls.strip().lstrip("-").isdigit():
             return self.class_index(int(cls))
-        key = cls.strip().lower()
-        for i, full in enumerate(self.class_names):
-            if key == full.lower() or key in (s.strip().lower() for s in full.split(",")):
-                return i
-        synonyms = {s.strip().lower(): s.strip() for full in self.class_names for s in full.split(",")}
-        close = difflib.get_close_matches(key, list(synonyms), n=5, cutoff=0.6)
-        hint = f"; did you mean {', '.join(repr(synonyms[c]) for c in close)}?" if close else ""
+        name = cls.strip()
+        synonyms = [[s.strip() for s in full.split(",")] for full in self.class_names]
+        tiers = (
+            lambda i: self.class_names[i].strip() == name,
+            lambda i: synonyms[i][0] == name,
+            lambda i: name in synonyms[i],
+            lambda i: self.class_names[i].strip().lower() == name.lower(),
+            lambda i: synonyms[i][0].lower() == name.lower(),
+            lambda i: name.lower() in (s.lower() for s in synonyms[i]),
+        )
+        for match in tiers:
+            found = [i for i in range(n) if match(i)]
+            if len(found) == 1:
+                return found[0]
+            if found:
+                listed = "; ".join(f"{i} ({self.class_names[i]})" for i in found)
+                raise ValueError(
+                    f"class name {cls!r} names {len(found)} classes of {self.name!r}: {listed}; "
+                    "give the index or a longer name"
+                )
+        by_lower = {s.lower(): s for names in synonyms for s in names}
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
         raise ValueError(f"unknown class {cls!r} for model {self.name!r} ({n} classes){hint}")
 
     def class_name(self, index: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from PIL import Image, ImageOps
 from cnnjax._src.atomic import atomic_write
 from cnnjax._src.checks import check_float, check_int, check_positive_int
 
-__all__ = ["image_grid", "load_image", "load_images", "save_image"]
+__all__ = ["MAX_PIXELS", "SAVE_SUFFIXES", "image_grid", "load_image", "load_images", "save_image"]
 
 # Single-channel modes loaded at full precision (through mode "F"), with the value that
 # maps to 1.0. Float "F" images are taken to be in [0, 1] already.
@@ -35,8 +36,16 @@ _FULL_PRECISION_SCALE = {
 }
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP"}
+#: The file extensions ``save_image`` writes.
+SAVE_SUFFIXES = tuple(_SAVE_FORMATS)
 _SAVE_OPTIONS: dict[str, dict[str, Any]] = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
 _RANGE_TOLERANCE = 1e-3
+
+
+#: The most pixels (width x height) an image file may have: 64 megapixels, e.g. 8000 x 8000. A
+#: 13000 x 13000 PNG of half a megabyte decodes to 2 GB of pixels; such files are refused before
+#: decoding unless the caller raises the limit (``max_pixels=``, ``--max-pixels``).
+MAX_PIXELS = 64_000_000
 
 
 def load_image(
@@ -44,6 +53,8 @@ def load_image(
     size: int | tuple[int, int] | None = None,
     *,
     resize: int | None = None,
+    min_side: int = 1,
+    max_pixels: int = MAX_PIXELS,
 ) -> np.ndarray:
     """Load one image file as a float32 RGB batch of one, values in [0, 1].
 
@@ -64,6 +75,9 @@ def load_image(
         ``h x w``. ``load_image(p, 224, resize=256)`` is the standard ImageNet
         evaluation transform.
       resize: the shorter side after resizing, before the crop; needs ``size``.
+      min_side: the smallest accepted height and width of the file's image (a model's
+        ``spec.min_input_size``: a 1x1 image upscaled to 224 pixels is not a photo).
+      max_pixels: the most pixels the file's image may have (:data:`MAX_PIXELS`).
 
     Returns:
       A float32 numpy array of shape ``[1, h, w, 3]`` with values in [0, 1].
@@ -90,10 +104,16 @@ def load_image(
         resize = _positive_int(resize, "resize")
         if target is None:
             raise ValueError("resize needs size: pass the crop size as well, e.g. size=224")
+    min_side = _positive_int(min_side, "min_side")
+    max_pixels = _positive_int(max_pixels, "max_pixels")
     path = _check_image_file(path)
     with open(path, "rb") as f:  # File-system errors surface here, unchanged.
         try:  # Decodes the first frame; a copy even without an EXIF orientation.
-            with Image.open(f) as image_file:
+            with warnings.catch_warnings():  # the limit below says it better than Pillow's warning
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image_file = Image.open(f)
+            with image_file:
+                _check_pixels(path, image_file.size, min_side, max_pixels)
                 image = ImageOps.exif_transpose(image_file)
         except Image.UnidentifiedImageError as e:
             raise ValueError(f"{path} is not an image Pillow can read") from e
@@ -117,11 +137,24 @@ def load_image(
     return pixels[None]
 
 
+def _check_pixels(path, size: tuple[int, int], min_side: int, max_pixels: int) -> None:
+    w, h = size
+    if w * h > max_pixels:
+        raise ValueError(
+            f"{path} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels), more than the limit of "
+            f"{max_pixels / 1e6:g} megapixels; raise it (max_pixels=, --max-pixels) if this is intended"
+        )
+    if min(w, h) < min_side:
+        raise ValueError(f"{path} is {w}x{h} pixels; images must be at least {min_side}x{min_side} here")
+
+
 def load_images(
     paths: Sequence[str | os.PathLike[str]],
     size: int | tuple[int, int],
     *,
     resize: int | None = None,
+    min_side: int = 1,
+    max_pixels: int = MAX_PIXELS,
 ) -> np.ndarray:
     """Load image files as one float32 RGB batch, each resized and centre-cropped.
 
@@ -133,6 +166,7 @@ def load_images(
       size: the crop size, an int ``s`` (``s x s``) or a tuple ``(h, w)``.
       resize: the shorter side after resizing, before the crop (default: see
         ``load_image``).
+      min_side, max_pixels: as for ``load_image``.
 
     Returns:
       A float32 numpy array of shape ``[len(paths), h, w, 3]`` with values in [0, 1].
@@ -155,7 +189,7 @@ def load_images(
     paths = list(paths)
     batch = np.empty((len(paths), h, w, 3), np.float32)
     for i, path in enumerate(paths):
-        batch[i] = load_image(path, (h, w), resize=resize)[0]
+        batch[i] = load_image(path, (h, w), resize=resize, min_side=min_side, max_pixels=max_pixels)[0]
     return batch
 
 

@@ -28,6 +28,7 @@ from cnnjax.data._idx import FASHION_MNIST_URL as FASHION_MNIST_URL
 from cnnjax.data._idx import MNIST_CHECKSUMS as MNIST_CHECKSUMS
 from cnnjax.data._idx import MNIST_CLASSES as MNIST_CLASSES
 from cnnjax.data._idx import MNIST_URL as MNIST_URL
+from cnnjax.data._idx import DataNotFoundError as DataNotFoundError
 from cnnjax.data._idx import load_fashion_mnist as load_fashion_mnist
 from cnnjax.data._idx import load_mnist as load_mnist
 from cnnjax.data._idx import read_idx as read_idx
@@ -47,6 +48,7 @@ __all__ = [
     "MNIST_CHECKSUMS",
     "MNIST_CLASSES",
     "MNIST_URL",
+    "DataNotFoundError",
     "Dataset",
     "batches",
     "channel_stats",

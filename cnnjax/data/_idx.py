@@ -22,6 +22,7 @@ from cnnjax._src.atomic import atomic_write
 from cnnjax.data._dataset import Dataset, make_dataset
 
 __all__ = [
+    "DataNotFoundError",
     "FASHION_MNIST_CHECKSUMS",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_URL",
@@ -367,17 +368,27 @@ def _load_mnist_like(
             f"or call {function}(download=True) to fetch them from {base_url} into "
             f"{Path(path) if path is not None else _cache_dir(name)}"
         )
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"{display} not found. Looked for {wanted} in:\n"
             + "\n".join(searched)
             + "\nTo fix it:\n"
-            + "\n".join(f"  - {fix}" for fix in fixes)
+            + "\n".join(f"  - {fix}" for fix in fixes),
+            display=display,
+            searched=[line.strip() for line in searched],
         )
 
     arrays = {stem: read_idx(file) for stem, file in files.items()}
     train = _idx_dataset(arrays, "train", files, class_names)
     test = _idx_dataset(arrays, "t10k", files, class_names)
     return train, test
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data set's files were found nowhere; ``searched`` lists where they were looked for."""
+
+    def __init__(self, message: str, *, display: str, searched: list[str]):
+        super().__init__(message)
+        self.display, self.searched = display, searched
 
 
 def _cache_dir(name: str) -> Path:

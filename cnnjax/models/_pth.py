@@ -81,12 +81,22 @@ class _TensorRef:
         if data is None:
             raise ValueError(f"malformed .pth: the data of storage {self.storage.key!r} is missing")
         if not self.size:
+            if not 0 <= self.offset < data.size:
+                raise ValueError(f"malformed .pth: a scalar at offset {self.offset} outside its storage")
             return np.array(data[self.offset])
+        where = f"a tensor of size {self.size} and stride {self.stride} at offset {self.offset}"
+        if len(self.stride) != len(self.size) or any(n < 0 for n in self.size) or self.offset < 0:
+            raise ValueError(f"malformed .pth: {where}")
+        # A stored tensor's elements each have their own place in the storage: a zero or
+        # negative stride (one byte read many times, a memory bomb) or more elements than
+        # the bytes behind them are refused before any array is made.
+        if any(s < 1 for n, s in zip(self.size, self.stride) if n > 1):
+            raise ValueError(f"malformed .pth: {where} has a zero or negative stride")
+        numel = int(np.prod(self.size, dtype=np.int64))
         last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride)) + 1
-        if self.offset < 0 or any(s < 0 for s in self.stride) or last > data.size:
+        if numel > data.size - self.offset or (numel and last > data.size):
             raise ValueError(
-                f"malformed .pth: a tensor of size {self.size} and stride {self.stride} at offset "
-                f"{self.offset} reaches past its storage of {data.size} elements"
+                f"malformed .pth: {where} needs more elements than its storage of {data.size} holds"
             )
         item = data.dtype.itemsize
         view = np.lib.stride_tricks.as_strided(

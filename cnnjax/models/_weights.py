@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from cnnjax._src.safetensors import read_safetensors
 
 __all__ = ["weights_dir", "read_manifest", "load_checked", "verified_file", "sha256_file"]
@@ -49,9 +51,15 @@ def read_manifest(name: str, directory: str | os.PathLike | None = None) -> tupl
     if not path.is_file():
         raise FileNotFoundError(f"weights manifest {path} is missing")
     try:
-        return json.loads(path.read_text()), directory
-    except json.JSONDecodeError as e:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"weights manifest {path} is corrupted ({e})") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"weights manifest {path} is not a JSON object")
+    for key, kind in (("file", str), ("bytes", int), ("sha256", str)):
+        if not isinstance(manifest.get(key), kind):
+            raise ValueError(f"weights manifest {path} lacks a valid {key!r} entry (a {kind.__name__})")
+    return manifest, directory
 
 
 def verified_file(name: str, directory: str | os.PathLike | None = None) -> tuple[Path, dict]:
@@ -89,4 +97,10 @@ def load_checked(name: str, directory: str | os.PathLike | None = None):
     """
     path, manifest = verified_file(name, directory)
     tensors, _ = read_safetensors(path)
+    for tensor_name, value in tensors.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            raise ValueError(
+                f"weights file {path}: tensor {tensor_name!r} holds {int(np.sum(~np.isfinite(value)))} "
+                "non-finite values (NaN or infinity); the model is not loaded"
+            )
     return tensors, manifest

@@ -160,7 +160,12 @@ def load_model(name: str = "efficientnet_lite0", *, weights_dir: str | os.PathLi
     path, manifest = verified_file(name, weights_dir)
     key = (name, str(path.resolve()), manifest["sha256"])
     if key not in _LOADED:
-        _LOADED[key] = _MODELS[name][0](weights_dir)
+        try:
+            _LOADED[key] = _MODELS[name][0](weights_dir)
+        except KeyError as e:  # a manifest written by hand or by another version
+            raise ValueError(
+                f"weights manifest {path.parent / (name + '.json')} lacks the entry {e.args[0]!r}"
+            ) from None
     return _LOADED[key]
 
 

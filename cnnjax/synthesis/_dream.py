@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from cnnjax import priors as _priors
@@ -23,7 +24,13 @@ from cnnjax import transforms as _transforms
 from cnnjax._src.checks import MAX_STEPS, as_key, check_finite_run, check_float, check_int, check_positive_int
 from cnnjax._src.contract import Model
 from cnnjax.objectives import deepdream
-from cnnjax.synthesis._engine import learning_rate_hyperparams, minimise, normalize_by_mean_abs
+from cnnjax.synthesis._engine import (
+    drive,
+    init_state,
+    learning_rate_hyperparams,
+    minimise_chunk,
+    normalize_by_mean_abs,
+)
 
 __all__ = ["DreamResult", "dream", "octave_sizes"]
 
@@ -54,27 +61,46 @@ def _optimizer(hyperparams) -> optax.GradientTransformation:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "sizes", "steps", "transform"))
-def _run(apply, params, images, keys, objective, hyperparams, *, sizes, steps, transform):
+@functools.partial(jax.jit, static_argnames=("size",))
+def _octave_start(images, previous, hyperparams, *, size):
+    """The octave's photo and its starting image: the photo at this size plus the detail the
+    previous octave added (``previous``: its result and its photo), upscaled; and a fresh
+    optimiser state."""
     n, _, _, c = images.shape
-    bases = [jax.image.resize(images, (n, h, w, c), "cubic").clip(0.0, 1.0) for h, w in sizes]
-    detail = jnp.zeros_like(bases[0])
-    history = []
+    base = jax.image.resize(images, (n, *size, c), "cubic").clip(0.0, 1.0)
+    if previous is not None:
+        detail = jax.image.resize(previous[0] - previous[1], base.shape, "linear")
+        start = jnp.clip(base + detail, 0.0, 1.0)
+    else:
+        start = base
+    return base, start, init_state(_optimizer, start, hyperparams)
 
+
+@functools.partial(jax.jit, static_argnames=("apply", "transform", "length", "steps"))
+def _advance(apply, params, objective, keys, hyperparams, latents, state, start, *, transform, length, steps):
     def loss_fn(latents, step_keys):
         x = jax.vmap(lambda k, im: transform(k, im[None])[0])(step_keys, latents)
         score = objective(apply(params, x))
         return -score, score
 
-    for i, base in enumerate(bases):
-        if i:
-            detail = jax.image.resize(detail, base.shape, "linear")
+    return minimise_chunk(
+        loss_fn, latents, state, keys, _optimizer, hyperparams, start, length=length, steps=steps
+    )
+
+
+def _run(model, images, keys, objective, hyperparams, *, sizes, steps, transform):
+    """The octaves, smallest first, each one's steps in chunks (Ctrl-C is seen between them)."""
+    previous, history = None, []
+    for i, size in enumerate(sizes):
+        base, x, state = _octave_start(images, previous, hyperparams, size=size)
         octave_keys = jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys)
-        src, h = minimise(loss_fn, jnp.clip(base + detail, 0.0, 1.0), octave_keys, _optimizer, steps,
-                          hyperparams)  # fmt: skip
-        detail = src - base
+        advance = functools.partial(_advance, model.apply, model.params, objective, octave_keys, hyperparams,
+                                    transform=transform, steps=steps)  # fmt: skip
+        x, h, _ = drive(advance, x, state, steps,
+                        final=False)  # fmt: skip
+        previous = (x, base)
         history.append(h)
-    return src, jnp.concatenate(history, axis=0).T
+    return x, np.concatenate(history, axis=0).T
 
 
 def dream(
@@ -143,7 +169,7 @@ def dream(
         )
     objective = sum(w * deepdream(name) for name, w in weights.items())
     keys = jax.random.split(as_key(key), images.shape[0])
-    out, history = _run(model.apply, model.params, images, keys, objective, hyperparams, sizes=sizes,
-                        steps=steps, transform=_transforms.roll(jitter))  # fmt: skip
+    out, history = _run(model, images, keys, objective, hyperparams, sizes=sizes, steps=steps,
+                        transform=_transforms.roll(jitter))  # fmt: skip
     check_finite_run("dream", out, history)
     return DreamResult(out, history)

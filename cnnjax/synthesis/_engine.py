@@ -1,9 +1,12 @@
 """The engine every input-synthesis technique runs on: minimise the losses of N independent
-image latents with an optax optimiser inside one ``lax.scan``.
+image latents with an optax optimiser, in ``lax.scan`` chunks.
 
 Techniques build ``loss_fn(latents, keys) -> (losses [N], aux)`` for a stack of N problems
-(targets x restarts, images, settings) that closes over the model and the targets, and call
-:func:`minimise` inside their own ``jax.jit``. The optimiser's state and update are vmapped
+(targets x restarts, images, settings) that closes over the model and the targets. A run is
+three compiled programs: the technique's setup (targets, starting latents, :func:`init_state`),
+its ``advance`` (:func:`minimise_chunk`: up to :data:`CHUNK_STEPS` steps in one ``lax.scan``)
+called as often as the run needs by :func:`drive`, which checks for Ctrl-C between calls, and
+its finish (the results from the final latents). The optimiser's state and update are vmapped
 over the N problems, so every problem has its own state (Adam moments, L-BFGS memory) exactly
 as if it ran alone. The network itself runs once per step on all N problems' images merged
 into one batch (:func:`apply_stacked`) rather than under ``vmap``: the same numbers, but XLA
@@ -29,14 +32,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cnnjax._src.checks import check_floats
+from cnnjax._src.checks import check_floats, wait
 from cnnjax._src.contract import Activations
 
 __all__ = [
+    "CHUNK_STEPS",
     "Optimizer",
     "by_learning_rate",
+    "chunks",
+    "drive",
+    "init_state",
     "learning_rate_hyperparams",
-    "minimise",
+    "minimise_chunk",
     "apply_stacked",
     "normalize_by_mean_abs",
     "check_optimizer",
@@ -46,39 +53,54 @@ __all__ = [
 Optimizer = optax.GradientTransformation | Callable[[Any], optax.GradientTransformation]
 
 
-def minimise(
+#: Steps per compiled call of a long optimisation: between calls the host checks for Ctrl-C.
+CHUNK_STEPS = 128
+
+
+def init_state(optimizer: Optimizer, latents: Any, hyperparams: Any = None) -> Any:
+    """The optimiser's state for each of the N problems (vmapped ``init``)."""
+    factory = not isinstance(optimizer, optax.GradientTransformation)
+    return jax.vmap(lambda z, h: (optimizer(h) if factory else optimizer).init(z))(latents, hyperparams)
+
+
+def minimise_chunk(
     loss_fn: Callable[[Any, jax.Array], tuple[jax.Array, Any]],
     latents: Any,
+    state: Any,
     keys: jax.Array,
     optimizer: Optimizer,
-    steps: int,
-    hyperparams: Any = None,
+    hyperparams: Any,
+    start: jax.Array,
     *,
-    final: bool = False,
-) -> tuple[Any, ...]:
-    """Run ``steps`` optimiser steps on N independent problems; one ``lax.scan``.
+    length: int,
+    steps: int,
+) -> tuple[Any, Any, Any]:
+    """Iterations ``start .. start + length - 1`` of ``steps`` optimiser steps on N independent
+    problems, in one ``lax.scan`` (inside the caller's ``jax.jit``).
+
+    Iteration ``i`` evaluates ``loss_fn`` at the current latents with the keys
+    ``fold_in(keys[p], i)`` and, while ``i < steps``, takes one step; iterations from ``steps``
+    on only evaluate (the one at ``steps`` gives the final losses: the network is compiled
+    once, inside the loop, and not again after it; later ones pad a run out to equal chunks).
 
     Args:
       loss_fn: ``(latents, keys) -> (losses [N], aux)``: ``latents`` with a leading axis of N
-        problems, ``keys`` one fresh key per problem and step. Problem ``i``'s loss must
+        problems, ``keys`` one key per problem for this step. Problem ``i``'s loss must
         depend on ``latents[i]`` only.
-      latents: the starting latents, a pytree whose leaves have a leading axis N.
-      keys: one key per problem ``[N]``, split into one key per step: a problem's random
-        draws depend on its own key only.
+      latents: the latents, a pytree whose leaves have a leading axis N.
+      state: the optimiser's state (:func:`init_state`).
+      keys: one key per problem ``[N]``.
       optimizer: any optax transformation, applied to each problem separately; or a function
         ``hyperparams -> transformation``, built per problem from its own hyperparameters.
-      steps: the number of steps (static).
       hyperparams: with an optimizer function, its argument: a pytree whose leaves have a
-        leading axis N (traced: new values never recompile).
-      final: also return ``aux`` at the final latents, computed by one more pass of the
-        loop's body with its update skipped: the network is compiled once, inside the loop,
-        instead of once more after it.
+        leading axis N (traced: new values never recompile); else None.
+      start: the first iteration's index (traced).
+      length: iterations in this call (static).
+      steps: optimiser steps in the whole run (static).
 
     Returns:
-      ``(final latents, aux stacked over steps)``, and with ``final`` the final ``aux``;
-      ``aux`` of step ``t`` is computed before the ``t``-th update.
+      ``(latents, state, aux stacked over the iterations)``.
     """
-    n = jax.tree.leaves(latents)[0].shape[0]
     factory = not isinstance(optimizer, optax.GradientTransformation)
 
     def opt_for(h):
@@ -100,28 +122,49 @@ def minimise(
         updates, state = jax.vmap(update_one)(g, state, z, losses, keys, hyperparams)
         return optax.apply_updates(z, updates), state
 
-    def step(carry, xs):
+    def step(carry, j):
         z, state = carry
-        keys, last = xs
-        (_, (losses, aux)), g = grad_fn(z, keys)
-        if final:  # the last pass only evaluates: its update is skipped
-            z, state = jax.lax.cond(last, lambda: (z, state), lambda: update(z, state, g, losses, keys))
-        else:
-            z, state = update(z, state, g, losses, keys)
+        i = start + j
+        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+        (_, (losses, aux)), g = grad_fn(z, step_keys)
+        z, state = jax.lax.cond(
+            i >= steps, lambda: (z, state), lambda: update(z, state, g, losses, step_keys)
+        )
         return (z, state), aux
 
+    n = jax.tree.leaves(latents)[0].shape[0]
     if keys.shape != (n,):
-        raise ValueError(f"minimise needs one key per problem ({n}), got keys of shape {keys.shape}")
-    step_keys = jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, steps))(keys), 0, 1)  # [steps, N]
-    last = jnp.zeros((steps,), bool)
-    if final:
-        step_keys = jnp.concatenate([step_keys, jax.vmap(lambda k: jax.random.fold_in(k, steps))(keys)[None]])
-        last = jnp.arange(steps + 1) == steps
-    state = jax.vmap(lambda z, h: opt_for(h).init(z))(latents, hyperparams)
-    (latents, _), history = jax.lax.scan(step, (latents, state), (step_keys, last))
-    if not final:
-        return latents, history
-    return latents, jax.tree.map(lambda a: a[:-1], history), jax.tree.map(lambda a: a[-1], history)
+        raise ValueError(f"minimise_chunk needs one key per problem ({n}), got keys of shape {keys.shape}")
+    (latents, state), aux = jax.lax.scan(step, (latents, state), jnp.arange(length))
+    return latents, state, aux
+
+
+def chunks(steps: int, final: bool, chunk: int | None = None) -> tuple[int, int]:
+    """``(calls, length)``: ``steps`` steps (and the final evaluation) in ``calls`` compiled
+    calls of ``length`` iterations each, as even as possible (one program for every call)."""
+    total = steps + int(final)
+    calls = -(-total // (CHUNK_STEPS if chunk is None else chunk))
+    return calls, -(-total // calls)
+
+
+def drive(advance: Callable, latents: Any, state: Any, steps: int, *, final: bool) -> tuple[Any, Any, Any]:
+    """Run a whole optimisation as :func:`chunks` calls of ``advance(latents, state, start, *,
+    length) -> (latents, state, aux)`` (a jitted :func:`minimise_chunk`), waiting for each in a
+    way Ctrl-C interrupts at once: a long run stops within a call, never runs on unseen.
+
+    Returns:
+      ``(latents, history, final aux)``: ``history`` stacks ``aux`` over the ``steps`` steps
+      (NumPy, on the host), ``final aux`` is the evaluation after the last step (None without
+      ``final``).
+    """
+    calls, length = chunks(steps, final)
+    parts = []
+    for c in range(calls):
+        latents, state, aux = advance(latents, state, np.int32(c * length), length=length)
+        parts.append(jax.tree.map(np.asarray, wait(aux)))
+    aux = jax.tree.map(lambda *a: np.concatenate(a), *parts)
+    history = jax.tree.map(lambda a: a[:steps], aux)
+    return latents, history, (jax.tree.map(lambda a: a[steps], aux) if final else None)
 
 
 def apply_stacked(apply: Callable, params: Any, images: jax.Array, layers: Sequence[str]) -> Activations:
@@ -174,7 +217,7 @@ def learning_rate_hyperparams(learning_rate: Any, problems: int, repeat: int = 1
 
 def by_learning_rate(make: Callable[[Any], optax.GradientTransformation]):
     """Turn ``make(learning_rate) -> transformation`` into a function of the hyperparameters
-    :func:`minimise` passes (``{"learning_rate": ...}``), with a stable identity per ``make``
+    :func:`minimise_chunk` passes (``{"learning_rate": ...}``), with a stable identity per ``make``
     so that jit's cache recognises it."""
     return _BY_LR.setdefault(make, lambda h: make(h["learning_rate"]))
 

@@ -34,7 +34,9 @@ from cnnjax._src.checks import (
 from cnnjax._src.contract import Model
 from cnnjax.synthesis._engine import (
     apply_stacked,
-    minimise,
+    drive,
+    init_state,
+    minimise_chunk,
     normalize_by_mean_abs,
 )
 
@@ -93,28 +95,28 @@ def _optimizer(steps: int):
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "layers", "param", "steps", "from_code"))
-def _run(
-    apply,
-    params,
-    targets,
-    keys,
-    tv_weights,
-    hyper,
-    *,
-    layers,
-    param,
-    steps,
-    from_code,
-):
+def _setup(apply, params, targets, keys, hyper, *, layers, param, steps, from_code):
+    """The codes to match, the starting latents and the optimiser's state."""
     if from_code:
         codes = {layers[0]: targets}
     else:
         acts = apply(params, targets)
         codes = {name: acts[name] for name in layers}
+    latents = jax.vmap(param.init)(keys)
+    return codes, latents, init_state(_optimizer(steps), latents, _rates(hyper, keys.shape[0]))
+
+
+def _rates(hyper, problems):
+    return {k: jnp.broadcast_to(hyper[k], (problems,)) for k in ("learning_rate", "momentum")}
+
+
+@functools.partial(jax.jit, static_argnames=("apply", "layers", "param", "length", "steps"))
+def _advance(apply, params, codes, keys, tv_weights, hyper, latents, state, start, *, layers, param, length,
+             steps):  # fmt: skip
     n = jax.tree.leaves(codes)[0].shape[0]
     weights = jnp.repeat(tv_weights, n)
 
-    def parts(latents):
+    def loss_fn(latents, step_keys):
         x = jax.vmap(param.to_image)(latents)  # [L * n, 1, h, w, c]
         acts = apply_stacked(apply, params, x, layers)
         error = jnp.concatenate(
@@ -127,19 +129,26 @@ def _run(
         prior = hyper["alpha_weight"] * _losses.alpha_norm(images, hyper["alpha"]) + (
             weights * _losses.total_variation(images, hyper["beta"])
         )
-        return error, prior, images
-
-    def loss_fn(latents, step_keys):
-        error, prior, _ = parts(latents)
         return error + prior, (error + prior, error)
 
-    latents = jax.vmap(param.init)(keys)
-    problems = keys.shape[0]
-    rates = {k: jnp.broadcast_to(hyper[k], (problems,)) for k in ("learning_rate", "momentum")}
-    latents, (history, _), (_, error) = minimise(loss_fn, latents, keys, _optimizer(steps), steps, rates,
-                                                 final=True)  # fmt: skip
-    images = jax.vmap(param.to_image)(latents)[:, 0]
-    return images, error, history.T
+    rates = _rates(hyper, keys.shape[0])
+    return minimise_chunk(loss_fn, latents, state, keys, _optimizer(steps), rates, start, length=length,
+                          steps=steps)  # fmt: skip
+
+
+def _run(model, targets, keys, tv_weights, hyper, *, layers, param, steps, from_code):
+    """Setup, then the steps in chunks (Ctrl-C is seen between them)."""
+    codes, latents, state = _setup(model.apply, model.params, targets, keys, hyper, layers=layers,
+                                   param=param, steps=steps, from_code=from_code)  # fmt: skip
+    advance = functools.partial(_advance, model.apply, model.params, codes, keys, tv_weights, hyper,
+                                layers=layers, param=param, steps=steps)  # fmt: skip
+    latents, (history, _), (_, error) = drive(advance, latents, state, steps, final=True)
+    return _images(latents, param=param), error, history.T
+
+
+@functools.partial(jax.jit, static_argnames=("param",))
+def _images(latents, *, param):
+    return jax.vmap(param.to_image)(latents)[:, 0]
 
 
 def invert(
@@ -215,8 +224,7 @@ def invert(
     param = _param.pixel(hw, 1, model.spec.channels)
     keys = jax.random.split(as_key(key), len(layers) * n)
     images, error, history = _run(
-        model.apply,
-        model.params,
+        model,
         targets,
         keys,
         jnp.asarray(tv),

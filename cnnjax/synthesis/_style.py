@@ -38,7 +38,9 @@ from cnnjax.synthesis._engine import (
     apply_stacked,
     by_learning_rate,
     check_optimizer,
-    minimise,
+    drive,
+    init_state,
+    minimise_chunk,
 )
 
 __all__ = ["StyleTransferResult", "default_layers", "from_yiq", "luminance", "style_transfer", "to_yiq"]
@@ -122,38 +124,20 @@ def _boxed(optimizer):
 _BOXED: dict = {}
 
 
+def _smooth(f, temperature, smoothing):
+    return _losses.softmax_smoothing(f, temperature) if smoothing == "softmax" and f.ndim == 4 else f
+
+
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "apply",
-        "content_layer",
-        "style_layers",
-        "optimizer",
-        "steps",
-        "smoothing",
-        "from_noise",
-        "preserve_color",
+        "apply", "content_layer", "style_layers", "optimizer", "smoothing", "from_noise", "preserve_color",
     ),
-)
-def _run(
-    apply,
-    params,
-    content,
-    style,
-    blend,
-    weights,
-    key,
-    temperature,
-    hyperparams,
-    *,
-    content_layer,
-    style_layers,
-    optimizer,
-    steps,
-    smoothing,
-    from_noise,
-    preserve_color,
-):
+)  # fmt: skip
+def _setup(apply, params, content, style, blend, key, temperature, hyperparams, *, content_layer,
+           style_layers, optimizer, smoothing, from_noise, preserve_color):  # fmt: skip
+    """The targets (content code, blended Gram matrices and their scales), the starting images
+    and the optimiser's state."""
     problems = blend.shape[0]
     content = jnp.broadcast_to(content, (problems,) + content.shape[1:])
     colour = content
@@ -164,51 +148,75 @@ def _run(
         mu_c, sd_c = cy.mean(), cy.std()
         sy = (sy - sy.mean(axis=(1, 2, 3), keepdims=True)) / (sy.std(axis=(1, 2, 3), keepdims=True) + 1e-6)
         content, style = cy, jnp.clip(sy * sd_c + mu_c, 0.0, 1.0)
-
-    def smooth(f):
-        return _losses.softmax_smoothing(f, temperature) if smoothing == "softmax" and f.ndim == 4 else f
-
-    layers = tuple(dict.fromkeys((content_layer,) + style_layers))
-    c_acts = apply(params, content)
+    c_target = _smooth(apply(params, content)[content_layer], temperature, smoothing)
     s_acts = apply(params, style)
-    c_target = smooth(c_acts[content_layer])
-    grams = {name: _losses.gram(smooth(s_acts[name])) for name in style_layers}  # [s, k, k]
-    targets = {name: jnp.einsum("ps,sij->pij", blend, g) for name, g in grams.items()}
-    w_content, w_style, w_tv = weights[:, 0], weights[:, 1], weights[:, 2]
-
+    grams = {name: _losses.gram(_smooth(s_acts[name], temperature, smoothing)) for name in style_layers}
+    grams = {name: jnp.einsum("ps,sij->pij", blend, g) for name, g in grams.items()}  # [problems, k, k]
     # Both losses are relative to their target's energy, so the weights mean the same for
     # every layer, model and smoothing: 1 is "as large as the target itself".
-    c_scale = jnp.mean(c_target**2, axis=tuple(range(1, c_target.ndim)))
-    s_scales = {name: jnp.mean(t**2, axis=(1, 2)) for name, t in targets.items()}
-
-    def parts(x):
-        acts = apply_stacked(apply, params, x[:, None], layers)
-        c_loss = _losses.content(smooth(acts[content_layer][:, 0]), c_target) / c_scale
-        s_loss = sum(
-            _losses.style(smooth(acts[name][:, 0]), targets[name]) / s_scales[name] for name in style_layers
-        )
-        return c_loss, s_loss / len(style_layers)
-
-    def loss_fn(x, keys):
-        c_loss, s_loss = parts(x)
-        total = w_content * c_loss + w_style * s_loss + w_tv * _losses.total_variation(x)
-        return total, (total, c_loss, s_loss)
-
+    targets = {
+        "content": c_target,
+        "grams": grams,
+        "content_scale": jnp.mean(c_target**2, axis=tuple(range(1, c_target.ndim))),
+        "gram_scales": {name: jnp.mean(g**2, axis=(1, 2)) for name, g in grams.items()},
+        "colour": colour,
+    }
     if from_noise:
         start = jnp.clip(0.5 + 0.1 * jax.random.normal(key, content.shape), 0.0, 1.0)
     else:
         start = content
+    return targets, start, init_state(optimizer, start, hyperparams)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("apply", "content_layer", "style_layers", "optimizer", "smoothing", "length", "steps"),
+)
+def _advance(apply, params, targets, weights, keys, temperature, hyperparams, x, state, start, *,
+             content_layer, style_layers, optimizer, smoothing, length, steps):  # fmt: skip
+    layers = tuple(dict.fromkeys((content_layer,) + style_layers))
+    w_content, w_style, w_tv = weights[:, 0], weights[:, 1], weights[:, 2]
+
+    def loss_fn(x, step_keys):
+        acts = apply_stacked(apply, params, x[:, None], layers)
+        feats = {name: _smooth(acts[name][:, 0], temperature, smoothing) for name in layers}
+        c_loss = _losses.content(feats[content_layer], targets["content"]) / targets["content_scale"]
+        s_loss = sum(
+            _losses.style(feats[name], targets["grams"][name]) / targets["gram_scales"][name]
+            for name in style_layers
+        ) / len(style_layers)
+        total = w_content * c_loss + w_style * s_loss + w_tv * _losses.total_variation(x)
+        return total, (total, c_loss, s_loss)
+
+    return minimise_chunk(loss_fn, x, state, keys, optimizer, hyperparams, start, length=length, steps=steps)
+
+
+@functools.partial(jax.jit, static_argnames=("preserve_color",))
+def _finish(x, colour, *, preserve_color):
+    if not preserve_color:
+        return x
+    return jnp.clip(
+        from_yiq(jnp.concatenate([to_yiq(x)[..., :1], to_yiq(colour)[..., 1:]], axis=-1)), 0.0, 1.0
+    )
+
+
+def _run(model, content, style, blend, weights, key, temperature, hyperparams, *, content_layer, style_layers,
+         optimizer, steps, smoothing, from_noise, preserve_color):  # fmt: skip
+    """Setup, the steps in chunks (Ctrl-C is seen between them), finish."""
+    statics = dict(
+        content_layer=content_layer, style_layers=style_layers, optimizer=optimizer, smoothing=smoothing
+    )
+    targets, x, state = _setup(model.apply, model.params, content, style, blend, key, temperature,
+                               hyperparams, from_noise=from_noise, preserve_color=preserve_color,
+                               **statics)  # fmt: skip
+    keys = jax.random.split(key, blend.shape[0])
+    advance = functools.partial(_advance, model.apply, model.params, targets, weights, keys, temperature,
+                                hyperparams, steps=steps, **statics)  # fmt: skip
     # The loop's forward pass gives the losses at the start (its first step) and at the end
     # (one more pass, its update skipped): the network is compiled once, in the loop.
-    x, (history, _, style_history), (_, c_loss, s_loss) = minimise(
-        loss_fn, start, jax.random.split(key, problems), optimizer, steps, hyperparams, final=True
-    )
-    initial_style = style_history[0]
-    if preserve_color:
-        x = jnp.clip(
-            from_yiq(jnp.concatenate([to_yiq(x)[..., :1], to_yiq(colour)[..., 1:]], axis=-1)), 0.0, 1.0
-        )
-    return x, c_loss, s_loss, initial_style, history.T
+    x, (history, _, style_history), (_, c_loss, s_loss) = drive(advance, x, state, steps, final=True)
+    x = _finish(x, targets["colour"], preserve_color=preserve_color)
+    return x, c_loss, s_loss, style_history[0], history.T
 
 
 def style_transfer(
@@ -341,8 +349,7 @@ def style_transfer(
         else {"learning_rate": np.ascontiguousarray(np.broadcast_to(rates, (problems,)))}
     )
     out = _run(
-        model.apply,
-        model.params,
+        model,
         content,
         style,
         np.ascontiguousarray(blend),

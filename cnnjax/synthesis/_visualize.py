@@ -40,8 +40,10 @@ from cnnjax.synthesis._engine import (
     apply_stacked,
     by_learning_rate,
     check_optimizer,
+    drive,
+    init_state,
     learning_rate_hyperparams,
-    minimise,
+    minimise_chunk,
 )
 
 __all__ = ["PRESETS", "Preset", "VisualizeResult", "get_preset", "visualize"]
@@ -128,46 +130,66 @@ def get_preset(name: str) -> Preset:
 PRESETS = ("lucid", "yosinski", "plain")
 
 
-@functools.partial(
-    jax.jit, static_argnames=("apply", "param", "transform", "optimizer", "steps", "restarts", "targets")
-)
-def _run(
-    apply, params, objective, key, hyperparams, *, param, transform, optimizer, steps, restarts, targets
-):
-    t = targets
-    keys = jax.random.split(key, t)
+@functools.partial(jax.jit, static_argnames=("param", "optimizer", "restarts", "targets"))
+def _setup(objective, key, hyperparams, *, param, optimizer, restarts, targets):
     # N = targets x restarts independent problems; problem i optimises target i // restarts.
+    keys = jax.random.split(key, targets)
     problem_keys = jax.vmap(lambda k: jax.random.split(k, restarts))(keys).reshape(-1)
     k_init, k_run = jax.vmap(jax.random.split, out_axes=1)(problem_keys)
     objs = jax.tree.map(lambda a: jnp.repeat(a, restarts, axis=0), objective)
-    layers = objective.layers()
+    latents = jax.vmap(param.init)(k_init)
+    return latents, init_state(optimizer, latents, hyperparams), k_run, objs
 
-    def scores(latents, step_keys):
-        x = jax.vmap(param.to_image)(latents)  # [N, batch, h, w, c]
-        if step_keys is not None:
-            x = jax.vmap(transform)(step_keys, x)
-        acts = apply_stacked(apply, params, x, layers)
-        return jax.vmap(lambda o, a: o(a))(objs, acts)  # [N, batch]
 
+def _scores(apply, params, objs, latents, step_keys, param, transform):
+    x = jax.vmap(param.to_image)(latents)  # [N, batch, h, w, c]
+    if step_keys is not None:
+        x = jax.vmap(transform)(step_keys, x)
+    acts = apply_stacked(apply, params, x, objs.layers())
+    return jax.vmap(lambda o, a: o(a))(objs, acts)  # [N, batch]
+
+
+@functools.partial(jax.jit, static_argnames=("apply", "param", "transform", "optimizer", "length", "steps"))
+def _advance(apply, params, objs, keys, hyperparams, latents, state, start, *, param, transform, optimizer,
+             length, steps):  # fmt: skip
     def loss_fn(latents, step_keys):
-        s = scores(latents, step_keys if transform is not None else None)  # [N, batch]
+        s = _scores(
+            apply, params, objs, latents, step_keys if transform is not None else None, param, transform
+        )
         return -s.sum(axis=1), s
 
-    latents = jax.vmap(param.init)(k_init)
-    if transform is None:  # the loop's own forward pass scores the final images
-        latents, history, final = minimise(loss_fn, latents, k_run, optimizer, steps, hyperparams, final=True)
-    else:  # the final images are scored untransformed, by one more forward pass
-        latents, history = minimise(loss_fn, latents, k_run, optimizer, steps, hyperparams)
-        final = scores(latents, None)
-    history = history.sum(axis=-1)  # [steps, N]
+    return minimise_chunk(
+        loss_fn, latents, state, keys, optimizer, hyperparams, start, length=length, steps=steps
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("apply", "param", "transform", "restarts", "targets"))
+def _finish(apply, params, objs, latents, history, final, *, param, transform, restarts, targets):
+    t = targets
+    if final is None:  # the final images are scored untransformed, by one more forward pass
+        final = _scores(apply, params, objs, latents, None, param, transform)
     final = final.reshape(t, restarts, -1)
     totals = final.sum(axis=2)
     best = jnp.argmax(jnp.where(jnp.isfinite(totals), totals, -jnp.inf), axis=1)
     images = jax.vmap(param.to_image)(latents)
     images = images.reshape((t, restarts) + images.shape[1:])[jnp.arange(t), best]
-    history = history.T.reshape(t, restarts, steps)[jnp.arange(t), best]
+    history = history.sum(axis=-1).T.reshape(t, restarts, -1)[jnp.arange(t), best]
     images = images.reshape((-1,) + images.shape[2:])  # [targets * batch, h, w, c], target-major
     return images, final[jnp.arange(t), best], history, best, totals
+
+
+def _run(model, objective, key, hyperparams, *, param, transform, optimizer, steps, restarts, targets):
+    """Setup, the steps in chunks (Ctrl-C is seen between them), finish."""
+    latents, state, keys, objs = _setup(objective, key, hyperparams, param=param, optimizer=optimizer,
+                                        restarts=restarts, targets=targets)  # fmt: skip
+    advance = functools.partial(_advance, model.apply, model.params, objs, keys, hyperparams, param=param,
+                                transform=transform, optimizer=optimizer, steps=steps)  # fmt: skip
+    # Without transforms the loop's own forward pass scores the final images.
+    final = transform is None
+    latents, history, final_scores = drive(advance,
+                                           latents, state, steps, final=final)  # fmt: skip
+    return _finish(model.apply, model.params, objs, latents, history, final_scores, param=param,
+                   transform=transform, restarts=restarts, targets=targets)  # fmt: skip
 
 
 def visualize(
@@ -246,8 +268,7 @@ def visualize(
         hyperparams = learning_rate_hyperparams(learning_rate, len(targets), repeat=restarts)
         optimizer = by_learning_rate(optimizer)
     images, scores, history, best, totals = _run(
-        model.apply,
-        model.params,
+        model,
         resolved,
         as_key(key),
         hyperparams,

@@ -19,7 +19,9 @@ import optax
 
 from cnnjax import data
 from cnnjax._src.atomic import atomic_write_bytes
+from cnnjax._src.checks import check_float, check_int, check_positive_int
 from cnnjax._src.contract import ValueMapping
+from cnnjax._src.paths import check_output_dir
 from cnnjax._src.safetensors import encode_safetensors
 from cnnjax.models import module_tensors
 from cnnjax.training._loop import FitResult, evaluate, fit
@@ -52,6 +54,21 @@ class FashionConfig:
     crop_pad: int = 0
     seed: int = 0
 
+    def __post_init__(self):
+        check_positive_int(self.epochs, "epochs")
+        check_positive_int(self.batch_size, "batch_size")
+        check_float(self.learning_rate, "learning_rate", lo=0.0, lo_open=True)
+        check_float(self.momentum, "momentum", lo=0.0, hi=1.0, hi_open=True)
+        if self.optimizer not in ("heavy_ball", "notes"):
+            raise ValueError(f"optimizer must be 'heavy_ball' or 'notes', got {self.optimizer!r}")
+        for e in self.lr_drop_epochs:
+            check_positive_int(e, "lr_drop_epochs")
+        check_float(self.l2, "l2", lo=0.0)
+        check_float(self.val_fraction, "val_fraction", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+        check_positive_int(self.patience, "patience")
+        check_int(self.crop_pad, "crop_pad", lo=0)
+        check_int(self.seed, "seed")
+
 
 def train_fashionnet(
     data_path: str | Path | None,
@@ -62,8 +79,16 @@ def train_fashionnet(
     download: bool = False,
     progress: bool = True,
     limit: int | None = None,
+    overwrite: bool = False,
+    restart: bool = False,
 ) -> tuple[FitResult, dict]:
-    """Train FashionNet on Fashion-MNIST and write ``out_dir/fashionnet.{safetensors,json}``.
+    """Train FashionNet on Fashion-MNIST and write its weights and manifest into ``out_dir``.
+
+    The weights are written first, under a name of their own checksum
+    (``fashionnet-<sha256 prefix>.safetensors``), then the manifest ``fashionnet.json`` that
+    names them replaces the earlier one in one atomic step, then the earlier weights file
+    goes: whenever the run stops, ``out_dir`` holds one consistent pair. Nothing is written
+    unless the run succeeded (a diverging run raises :class:`~cnnjax.DivergedError`).
 
     Args:
       data_path: the folder with the Fashion-MNIST IDX files (None: the usual places).
@@ -73,6 +98,8 @@ def train_fashionnet(
       download: fetch Fashion-MNIST from its official address if it is not found.
       progress: show progress bars.
       limit: use only the first ``limit`` training and test examples (for quick checks).
+      overwrite: replace weights already in ``out_dir`` (else they are refused, before any work).
+      restart: start afresh even if ``checkpoint_dir`` holds a run.
 
     Returns:
       ``(fit_result, manifest)``.
@@ -81,6 +108,11 @@ def train_fashionnet(
 
     from cnnjax.models import FashionNet, fashionnet_model
 
+    out_dir = check_output_dir(
+        out_dir, results=("fashionnet.json",), overwrite=overwrite, what="weights folder"
+    )
+    if checkpoint_dir is not None:
+        check_output_dir(checkpoint_dir, what="checkpoint folder")
     train_all, test = data.load_fashion_mnist(data_path, download=download)
     if limit is not None:
         train_all, test = (
@@ -108,7 +140,8 @@ def train_fashionnet(
         optimizer=optimizer, epochs=config.epochs,
         batch_size=config.batch_size, key=config.seed, l2=config.l2,
         augment=augmentation(flip=config.flip, crop_pad=config.crop_pad),
-        patience=config.patience, checkpoint_dir=checkpoint_dir, progress=progress,
+        patience=config.patience, checkpoint_dir=checkpoint_dir, progress=progress, restart=restart,
+        settings={"recipe": "fashionnet", **dataclasses.asdict(config), "limit": limit},
     )  # fmt: skip
     seconds = time.perf_counter() - t0
     val_loss, val_acc = evaluate(result.model, result.params, val.images, val.labels)
@@ -116,17 +149,17 @@ def train_fashionnet(
     best = nnx.merge(nnx.graphdef(module), result.params)
     tensors = module_tensors(best)
     blob = encode_safetensors(tensors, {"source": "trained with cnnjax (weights/train_fashionnet.py)"})
-    out_dir = Path(out_dir)
-    atomic_write_bytes(out_dir / "fashionnet.safetensors", blob)
+    digest = hashlib.sha256(blob).hexdigest()
+    file = f"fashionnet-{digest[:12]}.safetensors"
     manifest = {
         "name": "fashionnet",
-        "file": "fashionnet.safetensors",
+        "file": file,
         "bytes": len(blob),
-        "sha256": hashlib.sha256(blob).hexdigest(),
+        "sha256": digest,
         "source": {
             "package": "cnnjax",
-            "version": "0.1.0",
-            "file": "fashionnet.safetensors",
+            "version": "0.2.0",
+            "file": file,
             "licence": "Apache-2.0",
             "data": "Fashion-MNIST (MIT licence), Zalando Research",
             "trained_by": "weights/train_fashionnet.py",
@@ -164,5 +197,18 @@ def train_fashionnet(
         "test_accuracy": test_acc,
         "test_loss": test_loss,
     }
-    atomic_write_bytes(out_dir / "fashionnet.json", (json.dumps(manifest, indent=1) + "\n").encode())
+    _publish(out_dir, file, blob, manifest)
     return result, manifest
+
+
+def _publish(out_dir: Path, file: str, blob: bytes, manifest: dict) -> None:
+    """Weights, then the manifest naming them (the atomic switch), then the old weights go."""
+    previous = None
+    try:
+        previous = json.loads((out_dir / "fashionnet.json").read_text()).get("file")
+    except (OSError, ValueError, AttributeError):
+        pass
+    atomic_write_bytes(out_dir / file, blob)
+    atomic_write_bytes(out_dir / "fashionnet.json", (json.dumps(manifest, indent=1) + "\n").encode())
+    if previous and previous != file and "/" not in previous:
+        (out_dir / previous).unlink(missing_ok=True)

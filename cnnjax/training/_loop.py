@@ -34,8 +34,9 @@ import optax
 from tqdm.auto import tqdm
 
 from cnnjax._src.atomic import atomic_write_bytes
-from cnnjax._src.checks import DivergedError, as_key, check_float, check_int, check_positive_int
+from cnnjax._src.checks import DivergedError, as_key, check_float, check_int, check_positive_int, wait
 from cnnjax._src.contract import Model
+from cnnjax._src.paths import check_output_dir
 from cnnjax.training._checkpoint import load_checkpoint, save_checkpoint
 from cnnjax.training._optim import cross_entropy, l2_penalty, momentum_sgd
 
@@ -253,6 +254,8 @@ def fit(
     steps_per_checkpoint: int = 100,
     progress: bool = True,
     mesh: jax.sharding.Mesh | None = None,
+    restart: bool = False,
+    settings: dict | None = None,
 ) -> FitResult:
     """Train ``model.params`` with mini-batch gradient steps; keep the best by validation loss.
 
@@ -283,17 +286,25 @@ def fit(
       patience: stop after this many epochs in a row without improvement (1: at the first
         epoch that does not improve; None: never stop early).
       checkpoint_dir: where ``last.ckpt``, ``best.ckpt`` and ``metrics.jsonl`` go; a run
-        started again with the same arguments resumes from ``last.ckpt``.
+        started again with the same arguments resumes from ``last.ckpt``. The checkpoint
+        records the run's settings (batch size, learning rate, L2, key, optimizer, augmentation,
+        data size, ``settings``); resuming with others is refused, naming the differences
+        (``epochs`` and ``patience`` may change: a finished run can be continued).
       steps_per_checkpoint: steps per compiled chunk and per checkpoint.
       progress: show a progress bar.
       mesh: shard each batch over the mesh's first axis (data parallelism).
+      restart: start afresh even if ``checkpoint_dir`` holds a run (its files are replaced as
+        the new run goes).
+      settings: further JSON-able settings of the caller's own (e.g. a recipe's
+        configuration), recorded and compared on resume like the rest.
 
     Returns:
       A :class:`FitResult`; its ``history`` is what ``cnnjax.report.training_curves`` draws.
 
     Raises:
       ValueError: bad data (shapes, label range, empty sets), a batch larger than the training
-        set, bad hyperparameters, a corrupted checkpoint (named; it is not overwritten).
+        set, bad hyperparameters, a corrupted checkpoint (named; it is not overwritten), or a
+        checkpoint of a run with other settings.
       DivergedError: the loss became non-finite; ``error.result`` is the :class:`FitResult`
         with the last good state.
 
@@ -334,6 +345,15 @@ def fit(
         raise ValueError(f"optimizer must be an optax transformation or a function of the learning rate, "
                          f"got {type(optimizer).__name__}")  # fmt: skip
     key = as_key(key)
+    ckpt_dir = None if checkpoint_dir is None else check_output_dir(checkpoint_dir, what="checkpoint folder")
+    run_settings = {
+        "batch_size": batch_size, "l2": float(hyper["l2"]), "l2_exclude": sorted(l2_exclude),
+        "learning_rate": None if "learning_rate" not in hyper else float(hyper["learning_rate"]),
+        "key": [int(v) for v in np.asarray(jax.random.key_data(key)).ravel()],
+        "optimizer": _describe(optimizer), "augment": _describe(augment),
+        "train_examples": int(len(labels)), "validation_examples": int(len(val_labels)),
+        "model": model.spec.name, **(dict(settings) if settings else {}),
+    }  # fmt: skip
     static = dict(apply=model.apply, train_apply=model.train_apply, optimizer=optimizer,
                   l2_exclude=tuple(l2_exclude), augment=augment, mesh=mesh,
                   batch_size=batch_size)  # fmt: skip
@@ -344,9 +364,9 @@ def fit(
     best = {"epoch": None, "val_loss": math.inf, "params": model.params}
     history: list[dict] = []
     epoch, start = 0, 0
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt_dir is not None and (ckpt_dir / "last.ckpt").exists():
+    if ckpt_dir is not None and (ckpt_dir / "last.ckpt").exists() and not restart:
         (state, best_params), record = load_checkpoint(ckpt_dir / "last.ckpt", (state, model.params))
+        _check_same_settings(ckpt_dir / "last.ckpt", record.get("settings"), run_settings)
         epoch, start, history = record["epoch"], record["step"], record["history"]
         best = {"epoch": record["best_epoch"], "val_loss": record["best_val_loss"], "params": best_params}
         sums = record["sums"]
@@ -356,7 +376,8 @@ def fit(
     def save_last():
         if ckpt_dir is not None:
             record = {"epoch": epoch, "step": start, "history": history, "sums": sums,
-                      "best_epoch": best["epoch"], "best_val_loss": best["val_loss"]}  # fmt: skip
+                      "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
+                      "settings": run_settings}  # fmt: skip
             save_checkpoint(ckpt_dir / "last.ckpt", (state, best["params"]), record)
 
     def result(stopped: str, message: str) -> FitResult:
@@ -378,7 +399,7 @@ def fit(
             new_state, l_sum, c_sum, finite = _run_chunk(
                 state, images_dev, labels_dev, perm, epoch_key, start, hyper, length=length, **static
             )
-            if not bool(finite):
+            if not bool(wait(finite)):
                 bar.close()
                 kept = f" ({ckpt_dir / 'last.ckpt'})" if ckpt_dir is not None and start + epoch > 0 else ""
                 message = (f"training diverged in epoch {epoch + 1} (steps {start}-{start + length}): "
@@ -422,6 +443,31 @@ def fit(
             f"improve for {bad_epochs} epochs (patience {patience}); best epoch {best['epoch'] + 1}",
         )
     return result("completed", f"completed {epochs} epochs")
+
+
+def _describe(fn: Any) -> str | None:
+    """A name for an optimizer or an augmentation, to compare the settings of two runs."""
+    if fn is None:
+        return None
+    if isinstance(fn, optax.GradientTransformation):
+        return "an optax transformation"  # its hyperparameters live in closures: not comparable
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return f"{getattr(fn, '__module__', '?')}.{name}"
+
+
+def _check_same_settings(path: Path, recorded: dict | None, now: dict) -> None:
+    """Refuse to resume a run whose recorded settings differ from this call's."""
+    if recorded is None:
+        raise ValueError(
+            f"checkpoint {path} records no settings (an older cnnjax?); pass restart=True to start afresh"
+        )
+    differ = [f"{k} {recorded.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(recorded) | set(now))
+              if recorded.get(k) != now.get(k)]  # fmt: skip
+    if differ:
+        raise ValueError(
+            f"checkpoint {path} is of a run with other settings ({'; '.join(differ)}); use the same "
+            "settings to resume it, or restart=True (--restart) to start afresh"
+        )
 
 
 def _epochs_since_best(history: list[dict], best_epoch: int | None) -> int:
