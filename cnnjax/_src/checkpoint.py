@@ -45,8 +45,11 @@ def save_checkpoint(path: str | os.PathLike, tree: Any, record: dict) -> Path:
     return atomic_write_bytes(path, encode_safetensors(tensors, metadata))
 
 
-def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict]:
+def load_checkpoint(path: str | os.PathLike, like: Any, *, settings: dict | None = None) -> tuple[Any, dict]:
     """Read a checkpoint written by :func:`save_checkpoint` into the structure of ``like``.
+
+    With ``settings``, the record's ``"settings"`` must equal them (:func:`check_same_settings`,
+    checked before the structure, so a run of other settings is named as such).
 
     Raises:
       FileNotFoundError: no such file.
@@ -74,6 +77,8 @@ def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict]:
     leaves = [tensors[f"leaf_{i:05d}"] for i in range(len(tensors))]
     if _digest(leaves) != expected_digest:
         raise ValueError(f"checkpoint {path} is corrupted (checksum mismatch); it was not loaded")
+    if settings is not None:
+        check_same_settings(path, record.get("settings"), settings)
     like_leaves, treedef = jax.tree.flatten(like)
     if str(treedef) != treedef_text or len(like_leaves) != len(leaves):
         raise ValueError(f"checkpoint {path} holds a different structure than this run's state")

@@ -34,7 +34,7 @@ import optax
 from tqdm.auto import tqdm
 
 from cnnjax._src.atomic import atomic_write_bytes
-from cnnjax._src.checkpoint import check_same_settings, load_checkpoint, save_checkpoint
+from cnnjax._src.checkpoint import load_checkpoint, save_checkpoint
 from cnnjax._src.checks import DivergedError, as_key, check_float, check_int, check_positive_int, wait
 from cnnjax._src.contract import Model
 from cnnjax._src.paths import check_output_dir
@@ -365,8 +365,9 @@ def fit(
     history: list[dict] = []
     epoch, start = 0, 0
     if ckpt_dir is not None and (ckpt_dir / "last.ckpt").exists() and not restart:
-        (state, best_params), record = load_checkpoint(ckpt_dir / "last.ckpt", (state, model.params))
-        check_same_settings(ckpt_dir / "last.ckpt", record.get("settings"), run_settings)
+        (state, best_params), record = load_checkpoint(
+            ckpt_dir / "last.ckpt", (state, model.params), settings=run_settings
+        )
         epoch, start, history = record["epoch"], record["step"], record["history"]
         best = {"epoch": record["best_epoch"], "val_loss": record["best_val_loss"], "params": best_params}
         sums = record["sums"]
