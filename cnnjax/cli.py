@@ -462,6 +462,43 @@ def _cmd_rf(args) -> int:
     return 0
 
 
+def _collection_for(args, spec):
+    """``--data``: the Fashion-MNIST test set, or a folder of images (streamed)."""
+    from cnnjax import data
+
+    if args.data == "fashion-mnist":
+        try:
+            _, test = data.load_fashion_mnist(args.data_dir, download=args.download)
+        except data.DataNotFoundError as e:
+            raise _data_not_found(e) from None
+        return data.image_collection(test)
+    folder = Path(args.data)
+    if not folder.is_dir():
+        raise ValueError(f"--data {args.data} is neither 'fashion-mnist' nor a folder of images")
+    return data.image_collection(folder, max_pixels=args.max_pixels)
+
+
+def _cmd_units(args) -> int:
+    from cnnjax._src.targets import check_spatial_layer, check_units
+    from cnnjax.models import load_model
+    from cnnjax.report import unit_gallery
+    from cnnjax.units import top_images
+
+    model = load_model(args.model)
+    spec = model.spec
+    layers = [check_spatial_layer(spec, layer) for layer in args.layers]
+    if args.units is not None:
+        for layer in layers:
+            check_units(spec, layer, args.units)
+    collection = _collection_for(args, spec)
+    _note(f"units: {len(collection)} images, layers {', '.join(layers)}, top {args.top_k} per unit")
+    top = top_images(model, collection, layers, top_k=args.top_k, reduce=args.reduce, checkpoint_dir=args.out,
+                     restart=args.restart, progress=not args.quiet)  # fmt: skip
+    index = unit_gallery(args.out, model, collection, top, units=args.units, progress=not args.quiet)
+    print(f"wrote {index}, a page and a figure per unit for each layer, top_images.json and top_images.csv")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnjax", description="Train CNNs and understand what they learned.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -640,6 +677,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     _max_pixels_option(p)
     p.set_defaults(run=_cmd_rf)
+
+    p = sub.add_parser("units", help="the top images of every unit of layers, segmented (a gallery)")
+    p.add_argument("--layers", "--layer", nargs="+", required=True, metavar="L", help="spatial layers")
+    p.add_argument("--data", required=True, help="'fashion-mnist' (its test set) or a folder of images")
+    p.add_argument("--data-dir", type=Path, default=None, help="where Fashion-MNIST's files are")
+    p.add_argument("--download", action="store_true", help="download Fashion-MNIST if it is missing")
+    p.add_argument("--units", type=_nonnegative_int, nargs="+", default=None, metavar="U",
+                   help="units to draw (default: all; every unit is tallied)")  # fmt: skip
+    p.add_argument("--top-k", type=_positive_int, default=9, metavar="K", help="images per unit (9)")
+    p.add_argument("--reduce", choices=["max", "mean"], default="max", help="a unit's score over positions")
+    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    p.add_argument("--out", type=Path, default=Path("cnnjax-units"), help="output folder")
+    p.add_argument("--restart", action="store_true", help="start afresh instead of resuming --out's tally")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _max_pixels_option(p)
+    p.set_defaults(run=_cmd_units)
     return parser
 
 
@@ -705,6 +759,9 @@ def _check_outputs(args) -> None:
         check_output_dir(args.out, results=results, overwrite=overwrite, what="weights folder")
         if args.checkpoints is not None:
             check_output_dir(args.checkpoints, what="checkpoint folder")
+    elif args.command == "units":
+        results = ("index.html", "top_images.json", "top_images.csv")
+        check_output_dir(args.out, results=results, overwrite=overwrite, what="units folder")
     elif args.command == "demo":
         results = ("index.html", "results.json")
         check_output_dir(args.out, results=results, overwrite=overwrite, what="report folder")

@@ -49,7 +49,7 @@ def test_load_reads_the_index(root):
     assert data.names == NAMES
     assert data.categories == ("color", "object", "scene", "texture")
     assert data.mask_size == (16, 16)
-    assert data.layers == 4
+    assert data.maps_per_image == 4
     assert data.root == root.absolute()
     category = [data.categories[c] if c >= 0 else None for c in data.concept_category]
     assert category == [None, *["color"] * 3, *["object"] * 2, *["texture"] * 2, *["scene"] * 2]
@@ -61,7 +61,7 @@ def test_load_reads_the_index(root):
 
 def test_labels_are_the_drawn_shapes_colours_and_textures(root):
     data = load_broden(root)
-    labels, annotated = data.labels(np.arange(len(data)))
+    labels, annotated = data.concept_maps(np.arange(len(data)))
     assert labels.shape == (24, 4, 16, 16) and labels.dtype == np.int32
     assert annotated.shape == (24, 4) and annotated.dtype == bool and annotated.all()
     textures = []
@@ -94,16 +94,16 @@ def test_labels_are_the_drawn_shapes_colours_and_textures(root):
 
 def test_labels_of_some_images(root):
     data = load_broden(root)
-    labels, annotated = data.labels([3, 0, 3])
-    every, _ = data.labels(range(len(data)))
+    labels, annotated = data.concept_maps([3, 0, 3])
+    every, _ = data.concept_maps(range(len(data)))
     np.testing.assert_array_equal(labels, every[[3, 0, 3]])
     assert annotated.shape == (3, 4)
-    empty, none = data.labels([])
+    empty, none = data.concept_maps([])
     assert empty.shape == (0, 4, 16, 16) and none.shape == (0, 4)
     with pytest.raises(IndexError, match="24 is out of range for 24 images"):
-        data.labels([0, 24])
+        data.concept_maps([0, 24])
     with pytest.raises(ValueError, match="1-D sequence of ints"):
-        data.labels([0.5])
+        data.concept_maps([0.5])
 
 
 def test_write_broden_is_deterministic(tmp_path):
@@ -124,8 +124,8 @@ def test_split_keeps_its_rows(root):
     assert (len(train), len(val)) == (16, 8)
     assert [p.name for p in val.image_files[:3]] == ["0002.png", "0005.png", "0008.png"]
     assert set(train.image_files) | set(val.image_files) == set(every.image_files)
-    labels, _ = val.labels([0])
-    np.testing.assert_array_equal(labels, every.labels([2])[0])
+    labels, _ = val.concept_maps([0])
+    np.testing.assert_array_equal(labels, every.concept_maps([2])[0])
 
 
 def test_all_six_category_columns(copy):
@@ -138,7 +138,7 @@ def test_all_six_category_columns(copy):
     data = load_broden(copy)
     assert data.categories == CATEGORIES
     assert data.names[int(np.flatnonzero(data.concept_category == CATEGORIES.index("scene"))[0])] == "indoor"
-    labels, annotated = data.labels(range(len(data)))
+    labels, annotated = data.concept_maps(range(len(data)))
     assert annotated.tolist() == [[True, True, False, False, True, True]] * len(data)
     assert labels.shape == (6, 4, 8, 8)
 
@@ -150,8 +150,8 @@ def test_several_masks_and_labels_in_one_field(copy):
 
     _edit_index(copy, more)
     data = load_broden(copy)
-    assert data.layers == 6
-    labels, _ = data.labels([0, 1])
+    assert data.maps_per_image == 6
+    labels, _ = data.concept_maps([0, 1])
     np.testing.assert_array_equal(labels[0, 2], labels[1, 1])  # the second object mask
     assert np.all(labels[0, 3] == 8) and np.all(labels[0, 4] == 9)
     assert np.all(labels[1, 4:] == 0)  # layers image 1 does not have
@@ -180,9 +180,9 @@ def test_mask_of_the_wrong_size(copy):
     path = copy / "images" / "synthetic" / "0002_color.png"
     _write_mask(path, np.zeros((8, 6), np.int64))
     data = load_broden(copy)  # sizes are read with the masks
-    data.labels([0, 1])
+    data.concept_maps([0, 1])
     with pytest.raises(ValueError, match=rf"{re.escape(str(path))} is 8x6 .* = 8x8"):
-        data.labels([1, 2])
+        data.concept_maps([1, 2])
 
 
 def test_unknown_concept_id_in_a_mask(copy):
@@ -192,7 +192,7 @@ def test_unknown_concept_id_in_a_mask(copy):
     _write_mask(path, ids)
     data = load_broden(copy)
     with pytest.raises(ValueError, match=rf"unknown concept id 12 in {re.escape(str(path))}"):
-        data.labels([4])
+        data.concept_maps([4])
 
 
 def test_unknown_image_level_label(copy):
@@ -259,4 +259,4 @@ def test_label_numbers_may_skip(copy):
     ids[0, 0] = 11
     _write_mask(copy / "images" / "synthetic" / "0000_color.png", ids)
     with pytest.raises(ValueError, match="unknown concept id 11 in"):
-        data.labels([0])
+        data.concept_maps([0])

@@ -14,7 +14,7 @@ takes an explicit key (an int seed or a JAX key). Nothing here touches the netwo
 * :func:`load_cifar10`: CIFAR-10's pickles, read without running code from them.
 * :func:`load_image_folder`: one sub-folder of images per class.
 * :func:`load_broden`: concept data in the Broden layout (Network Dissection): a checked
-  index of images whose :meth:`BrodenData.labels` reads per-pixel and image-level concept
+  index of images whose :meth:`BrodenData.concept_maps` reads per-pixel and image-level concept
   labels in the :data:`CATEGORIES` colour, object, part, material, scene and texture.
 * :func:`image_collection`: a folder of any size, a ``Dataset`` or an array, read a batch at a
   time in a model's input format (:class:`ImageCollection`).

@@ -14,7 +14,7 @@ import numpy as np
 
 __all__ = ["CATEGORIES", "BrodenData", "load_broden"]
 
-#: Broden's six concept categories, in the order the index's columns and the label layers use.
+#: Broden's six concept categories, in the order the index's columns and the concept maps use.
 CATEGORIES = ("color", "object", "part", "material", "scene", "texture")
 
 _SIZE_COLUMNS = ("ih", "iw", "sh", "sw")
@@ -24,7 +24,7 @@ _INT = re.compile(r"[+-]?\d+")
 @dataclasses.dataclass(frozen=True, eq=False)
 class BrodenData:
     """A Broden-layout concept data set: the checked index, read by :func:`load_broden`; the
-    masks are read only when :meth:`labels` asks for them.
+    masks are read only when :meth:`concept_maps` asks for them.
 
     Attributes:
       root: the data set's folder (absolute).
@@ -36,14 +36,14 @@ class BrodenData:
       categories: the categories that index.csv has a column for, in :data:`CATEGORIES` order.
       image_files: the images' absolute paths (``root/images/...``), in index order.
       mask_size: ``(sh, sw)``, the size of every mask (the same for every image).
-      layers: the most label layers any image has: one per mask file and one per image-level
-        label; the first axis of :meth:`labels` after the batch.
+      maps_per_image: the most concept maps any image has: one per mask file and one per image-level
+        label; the first axis of :meth:`concept_maps` after the batch.
 
     Example:
       >>> import tempfile
       >>> from cnnjax.testing import write_broden
       >>> data = load_broden(write_broden(tempfile.mkdtemp(), n=4))
-      >>> len(data), data.categories, data.mask_size, data.layers
+      >>> len(data), data.categories, data.mask_size, data.maps_per_image
       (4, ('color', 'object', 'scene', 'texture'), (16, 16), 4)
       >>> data.names[1], data.categories[data.concept_category[1]]
       ('red', 'color')
@@ -55,8 +55,8 @@ class BrodenData:
     categories: tuple[str, ...]
     image_files: tuple[Path, ...]
     mask_size: tuple[int, int]
-    layers: int
-    # Per image, its label layers in order: (index into categories, mask file or concept id).
+    maps_per_image: int
+    # Per image, its concept maps in order: (index into categories, mask file or concept id).
     _entries: tuple[tuple[tuple[int, Path | int], ...], ...] = dataclasses.field(repr=False)
     # Which ids label.csv defines (id 0 always).
     _known: np.ndarray = dataclasses.field(repr=False)
@@ -67,10 +67,11 @@ class BrodenData:
     def __repr__(self) -> str:
         return (
             f"BrodenData(root={str(self.root)!r}, images={len(self)}, concepts={len(self.names)}, "
-            f"categories={self.categories!r}, mask_size={self.mask_size!r}, layers={self.layers})"
+            f"categories={self.categories!r}, mask_size={self.mask_size!r}, "
+            f"maps_per_image={self.maps_per_image})"
         )
 
-    def labels(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def concept_maps(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The label maps of some images, read from their mask files.
 
         Each image has one layer per mask file (its pixels' concept ids, ``R + 256 * G`` of the
@@ -82,7 +83,7 @@ class BrodenData:
           indices: image indices (ints in ``[0, len(self))``), a sequence or a 1-D array.
 
         Returns:
-          ``(labels, annotated)``: int32 ``[b, layers, sh, sw]`` concept ids (0: none) and bool
+          ``(maps, annotated)``: int32 ``[b, maps_per_image, sh, sw]`` concept ids (0: none) and bool
           ``[b, len(categories)]``, whether each image has any annotation of each category.
 
         Raises:
@@ -95,7 +96,7 @@ class BrodenData:
           >>> import tempfile
           >>> from cnnjax.testing import write_broden
           >>> data = load_broden(write_broden(tempfile.mkdtemp(), n=4))
-          >>> labels, annotated = data.labels([0, 3])
+          >>> labels, annotated = data.concept_maps([0, 3])
           >>> labels.shape, labels.dtype, annotated.shape
           ((2, 4, 16, 16), dtype('int32'), (2, 4))
           >>> [data.names[i] for i in np.unique(labels[0, 2])]  # the scene layer: one label
@@ -110,7 +111,7 @@ class BrodenData:
         if bad.any():
             raise IndexError(f"image index {int(idx[bad][0])} is out of range for {len(self)} images")
         sh, sw = self.mask_size
-        labels = np.zeros((len(idx), self.layers, sh, sw), np.int32)
+        labels = np.zeros((len(idx), self.maps_per_image, sh, sw), np.int32)
         annotated = np.zeros((len(idx), len(self.categories)), bool)
         for row, i in enumerate(idx.tolist()):
             for layer, (category, entry) in enumerate(self._entries[i]):
@@ -151,7 +152,7 @@ class BrodenData:
 
 def load_broden(root: str | os.PathLike[str], *, split: str | None = None) -> BrodenData:
     """Read and check a data set in the Broden layout; the masks are read by
-    :meth:`BrodenData.labels`.
+    :meth:`BrodenData.concept_maps`.
 
     The layout (that of the released Broden data set):
 
@@ -170,7 +171,7 @@ def load_broden(root: str | os.PathLike[str], *, split: str | None = None) -> Br
     ``split`` keeps, so a long run fails before it starts: both CSV files and their headers,
     that every image and mask file exists, that every image-level label is in label.csv and
     that every row gives the same mask size. The masks' own sizes and ids are checked as
-    :meth:`BrodenData.labels` reads them.
+    :meth:`BrodenData.concept_maps` reads them.
 
     Args:
       root: the data set's folder.
@@ -291,7 +292,7 @@ def load_broden(root: str | os.PathLike[str], *, split: str | None = None) -> Br
         categories=categories,
         image_files=tuple(image_files),
         mask_size=mask_size,
-        layers=max(len(e) for e in entries),
+        maps_per_image=max(len(e) for e in entries),
         _entries=tuple(entries),
         _known=known,
     )
