@@ -55,9 +55,10 @@ class ImageCollection:
             h.update(np.ascontiguousarray(self._array).tobytes())
         return h.hexdigest()[:16]
 
-    def read(self, indices: Sequence[int], spec: ModelSpec) -> np.ndarray:
+    def read(self, indices: Sequence[int], spec: ModelSpec, *, whole: bool = False) -> np.ndarray:
         """The images ``indices`` as a float32 batch for ``spec``'s model (its evaluation crop
-        and channel count).
+        and channel count; with ``whole``, the whole image scaled to the input, as masks drawn
+        on it need: images of the input's aspect are then not cropped).
 
         Raises:
           ValueError: an index out of range, or a file that cannot be read (naming it).
@@ -73,7 +74,8 @@ class ImageCollection:
                 images = np.asarray(jax.image.resize(images, shape, "linear")).clip(0.0, 1.0)
         else:
             paths = [self.root / self.names[i] for i in indices]
-            images = load_images(paths, (h, w), resize=spec.resize_size, min_side=spec.min_input_size,
+            resize = None if whole else spec.resize_size
+            images = load_images(paths, (h, w), resize=resize, min_side=spec.min_input_size,
                                  max_pixels=self.max_pixels)  # fmt: skip
         return _channels(images.astype(np.float32), spec.channels)
 
