@@ -499,6 +499,27 @@ def _cmd_units(args) -> int:
     return 0
 
 
+def _cmd_dissect(args) -> int:
+    from cnnjax._src.targets import check_spatial_layer
+    from cnnjax.data import load_broden
+    from cnnjax.models import load_model
+    from cnnjax.report import dissection_report
+    from cnnjax.units import dissect
+
+    model = load_model(args.model)
+    layers = [check_spatial_layer(model.spec, layer) for layer in args.layers]
+    concepts = load_broden(args.concepts, split=args.split)  # checked before any work
+    _note(f"dissect: {len(concepts)} images, {len(concepts.names) - 1} concepts, layers {', '.join(layers)}")
+    result = dissect(model, concepts, layers, quantile=args.quantile, iou_threshold=args.iou_threshold,
+                     progress=not args.quiet)  # fmt: skip
+    for layer in layers:
+        found, units = int(result.detectors[layer].sum()), len(result.detectors[layer])
+        print(f"{layer}: {found} of {units} units are detectors")
+    index = dissection_report(args.out, result, model_name=model.spec.name)
+    print(f"wrote {index}, dissect.json, dissect.csv and types.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnjax", description="Train CNNs and understand what they learned.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -694,6 +715,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _max_pixels_option(p)
     p.set_defaults(run=_cmd_units)
+
+    p = sub.add_parser("dissect", help="Network Dissection: label units with concepts (Broden layout)")
+    p.add_argument("--layers", "--layer", nargs="+", required=True, metavar="L", help="spatial layers")
+    p.add_argument("--concepts", type=Path, required=True, metavar="DIR", help="a Broden-layout data set")
+    p.add_argument("--split", default=None, help="only the index's rows of this split (e.g. val)")
+    p.add_argument("--quantile", type=_positive_float, default=0.005, help="share above a unit's threshold")
+    p.add_argument("--iou-threshold", type=_positive_float, default=0.04, help="IoU of a detector (0.04)")
+    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    p.add_argument("--out", type=Path, default=Path("cnnjax-dissect"), help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_cmd_dissect)
     return parser
 
 
@@ -762,6 +795,9 @@ def _check_outputs(args) -> None:
     elif args.command == "units":
         results = ("index.html", "top_images.json", "top_images.csv")
         check_output_dir(args.out, results=results, overwrite=overwrite, what="units folder")
+    elif args.command == "dissect":
+        results = ("index.html", "dissect.json", "dissect.csv", "types.png")
+        check_output_dir(args.out, results=results, overwrite=overwrite, what="dissection folder")
     elif args.command == "demo":
         results = ("index.html", "results.json")
         check_output_dir(args.out, results=results, overwrite=overwrite, what="report folder")

@@ -132,3 +132,20 @@ def test_fashionnet_is_dissected_end_to_end(tmp_path):
     assert result.iou["conv5"].shape == (128, len(data.names)) and result.count == 12
     assert np.isfinite(result.thresholds["conv1"]).all()
     assert ((result.best_iou["conv5"] >= 0) & (result.best_iou["conv5"] <= 1)).all()
+
+
+def test_the_dissect_command_writes_its_report(tmp_path, capsys):
+    import json
+
+    from cnnjax.cli import main
+
+    concepts = write_broden(tmp_path / "broden", n=12, size=28)
+    out = tmp_path / "out"
+    argv = ["dissect", "--model", "fashionnet", "--layers", "conv1", "--concepts", str(concepts),
+            "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    written = json.loads((out / "dissect.json").read_text())
+    assert len(written["units"]) == 32 and written["images"] == 12
+    assert {p.name for p in out.iterdir()} == {"index.html", "dissect.json", "dissect.csv", "types.png"}
+    header = (out / "dissect.csv").read_text().splitlines()[0]
+    assert header == "layer,unit,concept,category,type,iou,detector,threshold"

@@ -166,3 +166,31 @@ def test_greyscale_collections_feed_rgb_models_and_the_reverse():
     np.testing.assert_array_equal(top.indices["conv3"], indices)
     one = tiny_cnn(channels=1)
     assert image_collection(IMAGES).read([0], one.spec).shape == (1, 32, 32, 1)
+
+
+def test_the_units_command_writes_a_gallery_that_matches_the_tally(tmp_path, capsys):
+    import json
+
+    from cnnjax.cli import main
+    from cnnjax.models import load_model
+
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray((rng.random((30, 30)) * 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
+    out = tmp_path / "gallery"
+    argv = ["units", "--model", "fashionnet", "--layer", "conv5", "--data", str(folder), "--top-k", "3",
+            "--units", "0", "7", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    assert {p.name for p in out.iterdir()} >= {"index.html", "conv5.html", "conv5", "top_images.json"}
+    assert sorted(p.name for p in (out / "conv5").iterdir()) == ["unit_0000.png", "unit_0007.png"]
+    written = json.loads((out / "top_images.json").read_text())
+    model = load_model("fashionnet")
+    top = top_images(model, image_collection(folder), "conv5", top_k=3, progress=False)
+    unit7 = written["layers"]["conv5"][1]
+    assert unit7["unit"] == 7
+    assert [image["index"] for image in unit7["images"]] == top.indices["conv5"][7].tolist()
+    assert [image["name"] for image in unit7["images"]] == [f"{i:02d}.png" for i in top.indices["conv5"][7]]
+    # Results are not replaced unless asked.
+    assert main(argv) == 1 and "--overwrite" in capsys.readouterr().err

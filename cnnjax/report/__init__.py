@@ -9,8 +9,9 @@ Everything here draws with NumPy and Pillow and returns RGB images ``[h, w, 3]``
   adversarial-example figure.
 * :func:`line_plot`, :func:`training_curves`, :func:`robustness_plot`: curves.
 * :class:`Report`, :class:`Section`, :func:`figure`, :func:`table`, :func:`bars`: the HTML.
-* :func:`unit_gallery`, :func:`unit_figure`, :func:`units_page`, :func:`selectivity_table`,
-  :func:`type_chart`: what units mean (top images and segments, class selectivity, semantic types per layer).
+* :func:`unit_gallery`, :func:`dissection_report`, :func:`unit_figure`, :func:`units_page`,
+  :func:`selectivity_table`, :func:`type_chart`: what units mean (top images and segments,
+  class selectivity, semantic types per layer).
 * :func:`run_demo`, :class:`DemoContext`, :data:`SECTIONS`: ``cnnjax demo``.
 """
 
@@ -19,6 +20,7 @@ from cnnjax.report._demo import SECTIONS as SECTIONS
 from cnnjax.report._demo import run_demo as run_demo
 from cnnjax.report._figures import adversarial_figure as adversarial_figure
 from cnnjax.report._figures import captioned_grid as captioned_grid
+from cnnjax.report._gallery import dissection_report as dissection_report
 from cnnjax.report._gallery import unit_gallery as unit_gallery
 from cnnjax.report._html import Report as Report
 from cnnjax.report._html import Section as Section
@@ -46,6 +48,7 @@ __all__ = [
     "adversarial_figure",
     "bars",
     "captioned_grid",
+    "dissection_report",
     "figure",
     "heatmap",
     "line_plot",

@@ -1,5 +1,6 @@
-"""A folder that shows what units respond to: a figure per unit, a page per layer, an index,
-and the tally as JSON and CSV (``cnnjax units``)."""
+"""Folders that show what units mean: the top-images gallery (a figure per unit, a page per
+layer, the tally as JSON and CSV; ``cnnjax units``) and the dissection report (``cnnjax
+dissect``)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,18 @@ from cnnjax._src.atomic import atomic_write_bytes
 from cnnjax._src.contract import Model
 from cnnjax._src.image_io import save_image
 from cnnjax.data import ImageCollection
-from cnnjax.report._html import Report, Section, table
-from cnnjax.report._units import selectivity_table, unit_figure, units_page
-from cnnjax.units import TopImagesResult, class_selectivity, top_segments
+from cnnjax.report._html import Report, Section, figure, table
+from cnnjax.report._units import selectivity_table, type_chart, unit_figure, units_page
+from cnnjax.units import (
+    DissectResult,
+    TopImagesResult,
+    class_selectivity,
+    semantic_type,
+    semantic_types,
+    top_segments,
+)
 
-__all__ = ["unit_gallery"]
+__all__ = ["dissection_report", "unit_gallery"]
 
 _GROUP = 16  # units segmented at once (memory: GROUP x top_k images)
 
@@ -113,3 +121,45 @@ def unit_gallery(
         )
     index.add(Section("Layers", body))
     return index.save(out / "index.html")
+
+
+def dissection_report(out: str | os.PathLike, result: DissectResult, *, model_name: str = "") -> Path:
+    """Write a :func:`~cnnjax.units.dissect` result into the folder ``out``: ``dissect.json``
+    and ``dissect.csv`` (per unit: its best concept, category, semantic type, IoU, whether it
+    is a detector), ``types.png`` (:func:`type_chart` of the detectors) and ``index.html``.
+    Every file is written atomically.
+
+    Returns:
+      The path of ``index.html``.
+    """
+    out = Path(out)
+    header = ["layer", "unit", "concept", "category", "type", "iou", "detector", "threshold"]
+    rows = []
+    for layer in result.layers:
+        for unit, c in enumerate(result.concepts[layer].tolist()):
+            name, category = result.concept_names[c], result.concept_categories[c]
+            rows.append([layer, unit, name, category, semantic_type(name, category) or "",
+                         round(float(result.best_iou[layer][unit]), 6), bool(result.detectors[layer][unit]),
+                         float(result.thresholds[layer][unit])])  # fmt: skip
+    records = [dict(zip(header, row)) for row in rows]
+    types = semantic_types(result)
+    summary = {"model": model_name, "images": result.count, "layers": list(result.layers), "types": types,
+               "units": records}  # fmt: skip
+    atomic_write_bytes(out / "dissect.json", json.dumps(summary, indent=1).encode())
+    text = io.StringIO()
+    csv.writer(text).writerows([header, *rows])
+    atomic_write_bytes(out / "dissect.csv", text.getvalue().encode())
+    chart = type_chart(types, title="detectors by semantic type")
+    save_image(out / "types.png", chart)
+    title = "Network Dissection" + (f": {model_name}" if model_name else "")
+    intro = (f"{result.count} images; a unit detects its best concept when their IoU exceeds "
+             f"{result.iou_threshold:g}.")  # fmt: skip
+    report = Report(title, intro=intro)
+    counts = [
+        (layer, len(result.detectors[layer]), int(result.detectors[layer].sum())) for layer in result.layers
+    ]
+    body = figure(chart, "detector units by type", width=chart.shape[1])
+    report.add(Section("Semantic types per layer", body + table(["layer", "units", "detectors"], counts)))
+    best = sorted((r for r in records if r["detector"]), key=lambda r: -r["iou"])[:50]
+    report.add(Section("Best detectors", table(header[:6], [[r[k] for k in header[:6]] for r in best])))
+    return report.save(out / "index.html")

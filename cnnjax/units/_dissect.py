@@ -96,6 +96,7 @@ class DissectResult(NamedTuple):
       concept_categories: each concept's Broden category (``""`` for none).
       threshold_error: ``{layer: float32 [units]}``: a bound on ``|T_u - exact|`` (0 when exact).
       count: images dissected.
+      iou_threshold: the IoU a detector exceeds.
     """
 
     layers: tuple[str, ...]
@@ -108,6 +109,7 @@ class DissectResult(NamedTuple):
     concept_categories: tuple[str, ...]
     threshold_error: dict[str, np.ndarray]
     count: int
+    iou_threshold: float
 
 
 # -- pass 1: thresholds --------------------------------------------------------------------------
@@ -322,7 +324,7 @@ def dissect(
         detectors[name] = best_iou[name] > iou_threshold
     categories = tuple(data.categories[c] if c >= 0 else "" for c in category)
     return DissectResult(layers, thresholds, iou, best, best_iou, detectors, tuple(data.names), categories,
-                         errors, n)  # fmt: skip
+                         errors, n, iou_threshold)  # fmt: skip
 
 
 def semantic_type(name: str, category: str) -> str | None:
