@@ -77,7 +77,7 @@ class ImageCollection:
             resize = None if whole else spec.resize_size
             images = load_images(paths, (h, w), resize=resize, min_side=spec.min_input_size,
                                  max_pixels=self.max_pixels)  # fmt: skip
-        return _channels(images.astype(np.float32), spec.channels)
+        return _channels(images.astype(np.float32, copy=False), spec.channels)
 
 
 def _channels(images: np.ndarray, channels: int) -> np.ndarray:

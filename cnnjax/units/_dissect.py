@@ -297,8 +297,10 @@ def dissect(
         for name in layers
     }
     t = {name: jnp.asarray(thresholds[name]) for name in layers}
+    concept_area = np.zeros(n_concepts)  # each concept's pixels (only images of its category have it)
     for start, stop, images, valid in chunks("overlaps"):
         maps, annotated = data.concept_maps(range(start, stop))
+        concept_area += np.bincount(maps.reshape(-1), minlength=n_concepts)[:n_concepts]
         pad = chunk_size - (stop - start)
         if pad:
             maps = np.concatenate([maps, np.zeros((pad, *maps.shape[1:]), maps.dtype)])
@@ -306,11 +308,6 @@ def dissect(
         state = _overlaps(model.apply, model.params, images, valid, maps, annotated, t, interp, state,
                           layers=layers, concepts=n_concepts)  # fmt: skip
 
-    # Concept areas (over the images of their category; a concept's own maps cover it exactly).
-    concept_area = np.zeros(n_concepts)
-    for start in range(0, n, 64):
-        maps, _ = data.concept_maps(range(start, min(start + 64, n)))
-        concept_area += np.bincount(maps.reshape(-1), minlength=n_concepts)[:n_concepts]
     category = np.asarray(data.concept_category)
     iou, best, best_iou, detectors = {}, {}, {}, {}
     for name in layers:

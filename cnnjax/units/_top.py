@@ -154,10 +154,10 @@ def top_images(
     ckpt = None
     if checkpoint_dir is not None:
         ckpt = check_output_dir(checkpoint_dir, what="checkpoint folder") / "top_images.ckpt"
-    settings = {"model": spec.name, "layers": list(layers), "top_k": top_k, "reduce": reduce,
-                "images": len(collection), "collection": collection.fingerprint}  # fmt: skip
-
     state, start = _empty(spec, layers, top_k), 0
+    if ckpt is not None:  # (the collection's fingerprint reads all its names, or an array's bytes)
+        settings = {"model": spec.name, "layers": list(layers), "top_k": top_k, "reduce": reduce,
+                    "images": len(collection), "collection": collection.fingerprint}  # fmt: skip
     if ckpt is not None and ckpt.exists() and not restart:
         state, record = load_checkpoint(ckpt, state, settings=settings)
         state, start = jax.tree.map(jnp.asarray, state), record["count"]
