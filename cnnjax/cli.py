@@ -363,7 +363,6 @@ def _cmd_demo(args) -> int:
 
 
 _CAM_METHODS = ("cam", "gradcam", "gradcam++", "scorecam", "layercam")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def _cmd_cam(args) -> int:
@@ -404,9 +403,10 @@ def _cmd_rf(args) -> int:
     import numpy as np
 
     from cnnjax import receptive_field as rf
-    from cnnjax._src.image_io import load_images, save_image
+    from cnnjax._src.image_io import save_image
     from cnnjax._src.samples import sample_photos
     from cnnjax._src.targets import check_spatial_layer, check_units
+    from cnnjax.data import image_collection
     from cnnjax.models import load_model
     from cnnjax.report import heatmap
 
@@ -417,22 +417,12 @@ def _cmd_rf(args) -> int:
     if args.unit is not None:
         check_units(spec, layer, args.unit)
         if args.images is not None:
-            if not args.images.is_dir():
-                raise FileNotFoundError(f"--images {args.images} is not a folder")
-            files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-            if not files:
-                raise ValueError(f"no image files ({', '.join(_IMAGE_SUFFIXES)}) in {args.images}")
-            images = load_images(
-                files,
-                spec.input_size,
-                resize=spec.resize_size,
-                min_side=spec.min_input_size,
-                max_pixels=args.max_pixels,
-            )
+            collection = image_collection(args.images, max_pixels=args.max_pixels)
+            images = collection.read(range(len(collection)), spec)
         else:
             images = np.concatenate(list(sample_photos(spec.input_size[0], spec.resize_size).values()))
-        if spec.channels == 1:
-            images = images.mean(axis=-1, keepdims=True)
+            if spec.channels == 1:
+                images = images.mean(axis=-1, keepdims=True)
         if args.patch > min(spec.input_size):
             h, w = spec.input_size
             raise ValueError(f"occlusion patch {args.patch}x{args.patch} is larger than the images ({h}x{w})")

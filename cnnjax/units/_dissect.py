@@ -33,6 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cnnjax._src.checks import check_float, check_int, check_positive_int
+from cnnjax._src.chunks import pad_rows
 from cnnjax._src.contract import Model
 from cnnjax._src.targets import check_spatial_layer, interp_matrix
 from cnnjax.data import BrodenData, ImageCollection, load_broden
@@ -245,9 +246,7 @@ def dissect(
         ):
             stop = min(start + chunk_size, n)
             images = collection.read(range(start, stop), spec, whole=True)
-            pad = chunk_size - (stop - start)
-            if pad:
-                images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+            images = pad_rows(images, chunk_size)
             yield start, stop, images, np.arange(chunk_size) < stop - start
 
     units = {name: spec.layer(name).shape[-1] for name in layers}
@@ -301,10 +300,7 @@ def dissect(
     for start, stop, images, valid in chunks("overlaps"):
         maps, annotated = data.concept_maps(range(start, stop))
         concept_area += np.bincount(maps.reshape(-1), minlength=n_concepts)[:n_concepts]
-        pad = chunk_size - (stop - start)
-        if pad:
-            maps = np.concatenate([maps, np.zeros((pad, *maps.shape[1:]), maps.dtype)])
-            annotated = np.concatenate([annotated, np.zeros((pad, annotated.shape[1]), bool)])
+        maps, annotated = pad_rows(maps, chunk_size), pad_rows(annotated, chunk_size)
         state = _overlaps(model.apply, model.params, images, valid, maps, annotated, t, interp, state,
                           layers=layers, concepts=n_concepts)  # fmt: skip
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from cnnjax._src.checkpoint import load_checkpoint, save_checkpoint
 from cnnjax._src.checks import check_int, check_positive_int
+from cnnjax._src.chunks import pad_rows
 from cnnjax._src.contract import Model
 from cnnjax._src.paths import check_output_dir
 from cnnjax._src.targets import apply_interp, check_spatial_layer, check_units
@@ -189,11 +190,7 @@ def top_images(
 
 def _padded(collection: ImageCollection, spec, start: int, chunk_size: int) -> np.ndarray:
     stop = min(start + chunk_size, len(collection))
-    images = collection.read(range(start, stop), spec)
-    if stop - start < chunk_size:
-        pad = np.zeros((chunk_size - (stop - start), *images.shape[1:]), images.dtype)
-        images = np.concatenate([images, pad])
-    return images
+    return pad_rows(collection.read(range(start, stop), spec), chunk_size)
 
 
 class TopSegmentsResult(NamedTuple):
@@ -287,13 +284,9 @@ def top_segments(
     maps = []
     for start in range(0, len(pair_units), chunk_size):
         x, us = pair_images[start : start + chunk_size], pair_units[start : start + chunk_size]
-        pad = chunk_size - len(us)
-        if pad:
-            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-            us = np.concatenate([us, np.zeros(pad, np.int32)])
-        maps.append(
-            np.asarray(_pair_maps(model.apply, model.params, x, us, ry, rx, layer=layer))[: chunk_size - pad]
-        )
+        m = _pair_maps(model.apply, model.params, pad_rows(x, chunk_size), pad_rows(us, chunk_size), ry, rx,
+                       layer=layer)  # fmt: skip
+        maps.append(np.asarray(m)[: len(us)])
     H, W = spec.input_size
     maps = np.concatenate(maps).reshape(u, k, H, W)
     cut = threshold * maps.max(axis=(1, 2, 3), keepdims=True)
