@@ -363,7 +363,6 @@ def _cmd_demo(args) -> int:
 
 
 _CAM_METHODS = ("cam", "gradcam", "gradcam++", "scorecam", "layercam")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def _cmd_cam(args) -> int:
@@ -404,9 +403,10 @@ def _cmd_rf(args) -> int:
     import numpy as np
 
     from cnnjax import receptive_field as rf
-    from cnnjax._src.image_io import load_images, save_image
+    from cnnjax._src.image_io import save_image
     from cnnjax._src.samples import sample_photos
     from cnnjax._src.targets import check_spatial_layer, check_units
+    from cnnjax.data import image_collection
     from cnnjax.models import load_model
     from cnnjax.report import heatmap
 
@@ -417,22 +417,12 @@ def _cmd_rf(args) -> int:
     if args.unit is not None:
         check_units(spec, layer, args.unit)
         if args.images is not None:
-            if not args.images.is_dir():
-                raise FileNotFoundError(f"--images {args.images} is not a folder")
-            files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-            if not files:
-                raise ValueError(f"no image files ({', '.join(_IMAGE_SUFFIXES)}) in {args.images}")
-            images = load_images(
-                files,
-                spec.input_size,
-                resize=spec.resize_size,
-                min_side=spec.min_input_size,
-                max_pixels=args.max_pixels,
-            )
+            collection = image_collection(args.images, max_pixels=args.max_pixels)
+            images = collection.read(range(len(collection)), spec)
         else:
             images = np.concatenate(list(sample_photos(spec.input_size[0], spec.resize_size).values()))
-        if spec.channels == 1:
-            images = images.mean(axis=-1, keepdims=True)
+            if spec.channels == 1:
+                images = images.mean(axis=-1, keepdims=True)
         if args.patch > min(spec.input_size):
             h, w = spec.input_size
             raise ValueError(f"occlusion patch {args.patch}x{args.patch} is larger than the images ({h}x{w})")
@@ -459,6 +449,64 @@ def _cmd_rf(args) -> int:
           f"{field.size[0]} px")  # fmt: skip
     save_image(args.out, heatmap(emp.maps[0]))
     print(f"wrote {args.out}")
+    return 0
+
+
+def _collection_for(args, spec):
+    """``--data``: the Fashion-MNIST test set, or a folder of images (streamed)."""
+    from cnnjax import data
+
+    if args.data == "fashion-mnist":
+        try:
+            _, test = data.load_fashion_mnist(args.data_dir, download=args.download)
+        except data.DataNotFoundError as e:
+            raise _data_not_found(e) from None
+        return data.image_collection(test)
+    folder = Path(args.data)
+    if not folder.is_dir():
+        raise ValueError(f"--data {args.data} is neither 'fashion-mnist' nor a folder of images")
+    return data.image_collection(folder, max_pixels=args.max_pixels)
+
+
+def _cmd_units(args) -> int:
+    from cnnjax._src.targets import check_spatial_layer, check_units
+    from cnnjax.models import load_model
+    from cnnjax.report import unit_gallery
+    from cnnjax.units import top_images
+
+    model = load_model(args.model)
+    spec = model.spec
+    layers = [check_spatial_layer(spec, layer) for layer in args.layers]
+    if args.units is not None:
+        for layer in layers:
+            check_units(spec, layer, args.units)
+    collection = _collection_for(args, spec)
+    _note(f"units: {len(collection)} images, layers {', '.join(layers)}, top {args.top_k} per unit")
+    top = top_images(model, collection, layers, top_k=args.top_k, reduce=args.reduce, checkpoint_dir=args.out,
+                     restart=args.restart, progress=not args.quiet)  # fmt: skip
+    index = unit_gallery(args.out, model, collection, top, units=args.units, progress=not args.quiet)
+    print(f"wrote {index}, a page and a figure per unit for each layer, top_images.json and top_images.csv")
+    return 0
+
+
+def _cmd_dissect(args) -> int:
+    from cnnjax._src.targets import check_spatial_layer
+    from cnnjax.data import load_broden
+    from cnnjax.models import load_model
+    from cnnjax.report import dissection_report
+    from cnnjax.units import dissect
+
+    model = load_model(args.model)
+    layers = [check_spatial_layer(model.spec, layer) for layer in args.layers]
+    concepts = load_broden(args.concepts, split=args.split)  # checked before any work
+    _note(f"dissect: {len(concepts)} images, {len(concepts.names) - 1} concepts, layers {', '.join(layers)}")
+    result = dissect(model, concepts, layers, quantile=args.quantile, iou_threshold=args.iou_threshold,
+                     progress=not args.quiet)  # fmt: skip
+    for layer in layers:
+        found, units = int(result.detectors[layer].sum()), len(result.detectors[layer])
+        print(f"{layer}: {found} of {units} units are detectors")
+    index = dissection_report(args.out, result, model_name=model.spec.name)
+    print(f"wrote {index}, dissect.json, dissect.csv and types.png")
     return 0
 
 
@@ -640,6 +688,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     _max_pixels_option(p)
     p.set_defaults(run=_cmd_rf)
+
+    p = sub.add_parser("units", help="the top images of every unit of layers, segmented (a gallery)")
+    p.add_argument("--layers", "--layer", nargs="+", required=True, metavar="L", help="spatial layers")
+    p.add_argument("--data", required=True, help="'fashion-mnist' (its test set) or a folder of images")
+    p.add_argument("--data-dir", type=Path, default=None, help="where Fashion-MNIST's files are")
+    p.add_argument("--download", action="store_true", help="download Fashion-MNIST if it is missing")
+    p.add_argument("--units", type=_nonnegative_int, nargs="+", default=None, metavar="U",
+                   help="units to draw (default: all; every unit is tallied)")  # fmt: skip
+    p.add_argument("--top-k", type=_positive_int, default=9, metavar="K", help="images per unit (9)")
+    p.add_argument("--reduce", choices=["max", "mean"], default="max", help="a unit's score over positions")
+    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    p.add_argument("--out", type=Path, default=Path("cnnjax-units"), help="output folder")
+    p.add_argument("--restart", action="store_true", help="start afresh instead of resuming --out's tally")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _max_pixels_option(p)
+    p.set_defaults(run=_cmd_units)
+
+    p = sub.add_parser("dissect", help="Network Dissection: label units with concepts (Broden layout)")
+    p.add_argument("--layers", "--layer", nargs="+", required=True, metavar="L", help="spatial layers")
+    p.add_argument("--concepts", type=Path, required=True, metavar="DIR", help="a Broden-layout data set")
+    p.add_argument("--split", default=None, help="only the index's rows of this split (e.g. val)")
+    p.add_argument("--quantile", type=_positive_float, default=0.005, help="share above a unit's threshold")
+    p.add_argument("--iou-threshold", type=_positive_float, default=0.04, help="IoU of a detector (0.04)")
+    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    p.add_argument("--out", type=Path, default=Path("cnnjax-dissect"), help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_cmd_dissect)
     return parser
 
 
@@ -705,6 +782,12 @@ def _check_outputs(args) -> None:
         check_output_dir(args.out, results=results, overwrite=overwrite, what="weights folder")
         if args.checkpoints is not None:
             check_output_dir(args.checkpoints, what="checkpoint folder")
+    elif args.command == "units":
+        results = ("index.html", "top_images.json", "top_images.csv")
+        check_output_dir(args.out, results=results, overwrite=overwrite, what="units folder")
+    elif args.command == "dissect":
+        results = ("index.html", "dissect.json", "dissect.csv", "types.png")
+        check_output_dir(args.out, results=results, overwrite=overwrite, what="dissection folder")
     elif args.command == "demo":
         results = ("index.html", "results.json")
         check_output_dir(args.out, results=results, overwrite=overwrite, what="report folder")

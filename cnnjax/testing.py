@@ -1,17 +1,23 @@
-"""Helpers for testing techniques: a tiny CNN, a compile counter and the technique contract.
+"""Helpers for testing techniques: a tiny CNN, a compile counter, the technique contract and
+a synthetic concept data set.
 
 Used by cnnjax's own test suite and usable by anyone testing code built on cnnjax: the
 network is small enough that a technique's whole run compiles and executes in seconds on a
 laptop CPU, :func:`count_compiles` proves that a second call does not recompile, and
-:func:`check_technique_contract` checks what every technique promises.
+:func:`check_technique_contract` checks what every technique promises; :func:`write_broden`
+writes a small Broden-layout concept data set whose ground truth (colours, shapes, textures)
+is known exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
+import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +27,7 @@ from cnnjax._src.checks import numpy_seed
 from cnnjax._src.contract import Model
 from cnnjax.models import from_function
 
-__all__ = ["CompileCount", "check_technique_contract", "count_compiles", "tiny_cnn"]
+__all__ = ["CompileCount", "check_technique_contract", "count_compiles", "tiny_cnn", "write_broden"]
 
 TINY_LAYERS = ("input", "conv1", "conv2", "conv3", "pooled", "logits")
 
@@ -213,3 +219,145 @@ def check_technique_contract(run, targets_a, targets_b, *, independent=True, ran
         m = _images(run(mixed, key0))
         np.testing.assert_allclose(m[1:], a[1:], atol=atol, err_msg="targets are coupled")
     return a
+
+
+# write_broden's concepts: (name, category) by id; id 0 is "-", no concept.
+_BRODEN_CONCEPTS = (
+    ("-", ""),
+    ("red", "color"),
+    ("green", "color"),
+    ("blue", "color"),
+    ("square", "object"),
+    ("disc", "object"),
+    ("stripes", "texture"),
+    ("dots", "texture"),
+    ("indoor", "scene"),
+    ("outdoor", "scene"),
+)
+_BRODEN_COLORS = {1: (0.9, 0.1, 0.1), 2: (0.1, 0.9, 0.1), 3: (0.1, 0.1, 0.9)}
+_BRODEN_CATEGORIES = ("color", "object", "scene", "texture")
+
+
+def write_broden(root: str | os.PathLike[str], n: int = 24, size: int = 32, *, seed: int = 0) -> Path:
+    """Write a small synthetic concept data set in the Broden layout (see
+    :func:`cnnjax.data.load_broden`), whose ground truth is known exactly.
+
+    Each ``size x size`` RGB PNG image ``images/synthetic/NNNN.png`` has a background that is
+    either horizontal black and white stripes (2 rows each: period 4 px) or grey noise with
+    black dots (texture ``stripes`` / ``dots``, image-level, exactly half the images each), and
+    one or two shapes (``square`` or ``disc``, of side or diameter ``size / 4`` to ``size / 2``)
+    filled with a pure ``red`` (0.9, 0.1, 0.1), ``green`` or ``blue``, each channel within
+    0.03 of it; a later shape covers an earlier one. The scene is ``indoor`` for even image
+    numbers and ``outdoor`` for odd ones (image-level and arbitrary). Each image has a
+    ``color`` and an ``object`` mask of ``size // 2 x size // 2`` pixels: the label maps of
+    the image's visible shapes, downsampled by nearest neighbour (mask pixel ``i`` is image
+    pixel ``floor((i + 0.5) * size / (size // 2))``, i.e. ``1::2`` for an even ``size``).
+    Every third image (number ``i % 3 == 2``) is in split ``"val"``, the others in
+    ``"train"``.
+
+    Concept ids (label.csv): 0 ``-``; 1-3 ``red``, ``green``, ``blue`` (color); 4-5
+    ``square``, ``disc`` (object); 6-7 ``stripes``, ``dots`` (texture); 8-9 ``indoor``,
+    ``outdoor`` (scene). index.csv has the columns ``image,split,ih,iw,sh,sw,color,object,
+    scene,texture``; ``c_color.csv``, ``c_object.csv``, ``c_scene.csv`` and
+    ``c_texture.csv`` list each category's concepts. Files already in ``root`` with the same
+    names are replaced.
+
+    Args:
+      root: the folder to write (created if needed).
+      n: the number of images.
+      size: the images' side, at least 8; the masks' side is ``size // 2``.
+      seed: the seed of everything drawn (NumPy); the same arguments write the same files.
+
+    Returns:
+      ``root`` as a ``Path``.
+
+    Example:
+      >>> import tempfile
+      >>> root = write_broden(tempfile.mkdtemp(), n=4, size=16)
+      >>> sorted(p.name for p in root.iterdir())
+      ['c_color.csv', 'c_object.csv', 'c_scene.csv', 'c_texture.csv', 'images', 'index.csv', 'label.csv']
+      >>> (root / "index.csv").read_text().splitlines()[1]
+      'synthetic/0000.png,train,16,16,8,8,synthetic/0000_color.png,synthetic/0000_object.png,8,6'
+    """
+    from PIL import Image
+
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if not (isinstance(size, int) and size >= 8):
+        raise ValueError(f"size must be an int >= 8, got {size!r}")
+    root = Path(root)
+    (root / "images" / "synthetic").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    mask_side = size // 2
+    # Mask pixel i is image pixel floor((i + 0.5) * size / mask_side): nearest-neighbour sampling.
+    sample = np.floor((np.arange(mask_side) + 0.5) * size / mask_side).astype(int)
+    y, x = np.mgrid[0:size, 0:size] + 0.5  # pixel centres
+    stripes = set(rng.permutation(n)[: n // 2].tolist())
+    frequency = np.zeros(len(_BRODEN_CONCEPTS), np.int64)
+    coverage = np.zeros(len(_BRODEN_CONCEPTS))
+    rows = []
+    for i in range(n):
+        if i in stripes:
+            texture = 6
+            phase = int(rng.integers(4))
+            level = np.where((np.arange(size) + phase) % 4 < 2, 0.05, 0.95)[:, None, None]
+            image = level + rng.uniform(-0.03, 0.03, (size, size, 3))
+        else:
+            texture = 7
+            image = 0.5 + rng.uniform(-0.08, 0.08, (size, size, 3))
+            oy, ox = rng.uniform(0, 6, 2)
+            # Dots of radius 1.5 on a 6-pixel lattice, shifted by (oy, ox).
+            dy, dx = (y - oy + 3) % 6 - 3, (x - ox + 3) % 6 - 3
+            image[dy**2 + dx**2 <= 1.5**2] = 0.05
+        color_map = np.zeros((size, size), np.int32)
+        object_map = np.zeros((size, size), np.int32)
+        for _ in range(1 + int(rng.random() < 0.5)):
+            color, shape = int(rng.integers(1, 4)), int(rng.integers(4, 6))
+            r = rng.uniform(size / 8, size / 4)
+            cy, cx = rng.uniform(r, size - r, 2)
+            if shape == 4:
+                inside = (np.abs(y - cy) <= r) & (np.abs(x - cx) <= r)
+            else:
+                inside = (y - cy) ** 2 + (x - cx) ** 2 <= r**2
+            image[inside] = np.asarray(_BRODEN_COLORS[color]) + rng.uniform(
+                -0.03, 0.03, (int(inside.sum()), 3)
+            )
+            color_map[inside], object_map[inside] = color, shape
+        scene = 8 + i % 2
+        name = f"synthetic/{i:04d}"
+        pixels = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"{name}.png")
+        for suffix, label_map in (("color", color_map), ("object", object_map)):
+            mask = label_map[sample][:, sample]
+            rgb = np.stack([mask % 256, mask // 256, np.zeros_like(mask)], -1).astype(np.uint8)
+            Image.fromarray(rgb).save(root / "images" / f"{name}_{suffix}.png")
+            ids, counts = np.unique(mask[mask > 0], return_counts=True)
+            frequency[ids] += 1
+            coverage[ids] += counts / mask.size
+        frequency[[scene, texture]] += 1
+        coverage[[scene, texture]] += 1.0
+        split = "val" if i % 3 == 2 else "train"
+        rows.append(
+            [f"{name}.png", split, size, size, mask_side, mask_side]
+            + [f"{name}_color.png", f"{name}_object.png", scene, texture]
+        )
+
+    with open(root / "index.csv", "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["image", "split", "ih", "iw", "sh", "sw", *_BRODEN_CATEGORIES])
+        writer.writerows(rows)
+    with open(root / "label.csv", "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["number", "name", "category", "frequency", "coverage", "syns"])
+        for number, (name, category) in enumerate(_BRODEN_CONCEPTS):
+            in_category = f"{category}({frequency[number]})" if category else ""
+            writer.writerow([number, name, in_category, frequency[number], f"{coverage[number]:.4f}", ""])
+    for category in _BRODEN_CATEGORIES:
+        with open(root / f"c_{category}.csv", "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["code", "number", "name", "frequency", "coverage"])
+            numbers = [k for k, (_, c) in enumerate(_BRODEN_CONCEPTS) if c == category]
+            for code, number in enumerate(numbers, 1):
+                name = _BRODEN_CONCEPTS[number][0]
+                writer.writerow([code, number, name, frequency[number], f"{coverage[number]:.4f}"])
+    return root

@@ -87,10 +87,13 @@ def test_demo_writes_a_self_contained_report(demo_report):
     # Four photos and the training curves; four CAM overlays; the receptive-field plot, the
     # empirical fields and a unit segmentation; one figure each for activation maximisation,
     # DeepDream, inversion and style transfer; the robustness curve and four adversarial
-    # figures; and the fooling images (the evolved ones only with --full).
-    assert html.count('src="data:image/png;base64,') == 5 + 4 + 3 + 4 + 5 + 1
-    titles = ("Class activation maps", "Receptive fields", "Activation maximisation", "DeepDream",
-              "Inversion", "Style transfer", "Adversarial examples", "Fooling images")  # fmt: skip
+    # figures; the fooling images (the evolved ones only with --full); and four units' top images
+    # (FashionNet's class detectors only where Fashion-MNIST is found).
+    fashion = "<th>class detectors</th>" in html
+    assert html.count('src="data:image/png;base64,') == 5 + 4 + 3 + 4 + 5 + 1 + 4 + (3 if fashion else 0)
+    titles = ("Class activation maps", "Receptive fields", "What units respond to",
+              "Activation maximisation", "DeepDream", "Inversion", "Style transfer", "Adversarial examples",
+              "Fooling images")  # fmt: skip
     for title in titles:
         assert f"<h2>{title}</h2>" in html
     assert "accuracy under attack" in html
@@ -195,7 +198,7 @@ def test_rf_command_prints_theoretical_and_empirical_fields(capsys, tmp_path):
         (["rf", "--model", "fashionnet", "--layer", "logits"], "no spatial extent"),
         (["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "64"], "out of range"),
         (["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "1", "--patch", "40"], "larger than"),
-        (["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "1", "--images", "/x"], "a folder"),
+        (["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "1", "--images", "/x"], "image folder /x does not exist"),
     ],
 )
 def test_cam_and_rf_bad_input_one_line_exit_1(capsys, argv, message):

@@ -24,6 +24,8 @@ BASE = {
     "demo": ["demo"],
     "cam": ["cam", "IMG.png", "--model", "fashionnet"],
     "rf": ["rf", "--layer", "conv3", "--model", "fashionnet"],
+    "units": ["units", "--layers", "conv3", "--data", "IMGDIR", "--model", "fashionnet"],
+    "dissect": ["dissect", "--layers", "conv3", "--concepts", "NOWHERE", "--model", "fashionnet"],
 }
 
 
@@ -62,6 +64,9 @@ def test_every_command_has_a_base_line_and_every_checked_option_a_case():
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Image.new("RGB", (64, 64), "gray").save(tmp_path / "IMG.png")
+    (tmp_path / "IMGDIR").mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 40), (60 * i, 90, 120)).save(tmp_path / "IMGDIR" / f"{i}.png")
     return tmp_path
 
 

@@ -251,7 +251,7 @@ def test_ctrl_c_stops_a_long_synthesis_within_seconds(tmp_path):
                  "--steps", "100000", "--out", str(out)) as proc:  # fmt: skip
         while not proc.stderr.readline().startswith("visualize: 1 targets"):  # the model is loaded
             assert proc.poll() is None
-        time.sleep(3)  # compiling and into the loop: 100000 steps take minutes
+        time.sleep(1.5)  # compiling and into the loop: 100000 steps take minutes
         assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
         t0 = time.perf_counter()
@@ -293,7 +293,7 @@ def test_ctrl_c_in_the_python_api_raises_keyboard_interrupt_promptly():
         "import os, signal, threading, time, cnnjax\n"
         "from cnnjax import objectives\n"
         "from cnnjax.testing import tiny_cnn\n"
-        "threading.Timer(4.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
+        "threading.Timer(2.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
         "t0 = time.perf_counter()\n"
         "try:\n"
         "    objective = objectives.channel('conv3', 0)\n"

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 import cnnjax
+from cnnjax._src.checkpoint import load_checkpoint, save_checkpoint
 from cnnjax._src.safetensors import read_safetensors
 from cnnjax.report import training_curves
 from cnnjax.training import fit, momentum_sgd
-from cnnjax.training._checkpoint import load_checkpoint, save_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _training_task import splits, tiny_cnn  # noqa: E402

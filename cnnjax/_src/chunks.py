@@ -7,8 +7,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "chunked_map", "chunk_size_for"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "chunked_map", "chunk_size_for", "pad_rows"]
 
 #: Bytes of intermediate results per vmapped chunk when a technique sizes its own chunks
 #: (bounds memory for, e.g., 1000 classes of gradient maps).
@@ -36,3 +37,10 @@ def chunked_map(f: Callable, xs: Any, batch: int) -> Any:
 def chunk_size_for(count: int, bytes_each: int, budget: int = DEFAULT_CHUNK_BYTES) -> int:
     """How many of ``count`` items of ``bytes_each`` fit in ``budget`` bytes (at least 1)."""
     return max(1, min(count, budget // max(1, bytes_each)))
+
+
+def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    """``x`` with zero rows appended up to ``rows`` along its first axis (a chunk of a stream
+    padded to the one shape its compiled program takes)."""
+    pad = rows - len(x)
+    return np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad > 0 else x

@@ -13,12 +13,22 @@ takes an explicit key (an int seed or a JAX key). Nothing here touches the netwo
   :func:`read_idx`, :func:`write_idx`.
 * :func:`load_cifar10`: CIFAR-10's pickles, read without running code from them.
 * :func:`load_image_folder`: one sub-folder of images per class.
+* :func:`load_broden`: concept data in the Broden layout (Network Dissection): a checked
+  index of images whose :meth:`BrodenData.concept_maps` reads per-pixel and image-level concept
+  labels in the :data:`CATEGORIES` colour, object, part, material, scene and texture.
+* :func:`image_collection`: a folder of any size, a ``Dataset`` or an array, read a batch at a
+  time in a model's input format (:class:`ImageCollection`).
 * :func:`split` (deterministic, stratified, 60/20/20 by default), :func:`split_train_val`,
   :func:`split_indices`; :func:`batches`, :func:`epoch_permutation`; :func:`channel_stats`.
 """
 
+from cnnjax.data._broden import CATEGORIES as CATEGORIES
+from cnnjax.data._broden import BrodenData as BrodenData
+from cnnjax.data._broden import load_broden as load_broden
 from cnnjax.data._cifar import CIFAR10_CLASSES as CIFAR10_CLASSES
 from cnnjax.data._cifar import load_cifar10 as load_cifar10
+from cnnjax.data._collection import ImageCollection as ImageCollection
+from cnnjax.data._collection import image_collection as image_collection
 from cnnjax.data._dataset import Dataset as Dataset
 from cnnjax.data._dataset import make_dataset as make_dataset
 from cnnjax.data._folder import load_image_folder as load_image_folder
@@ -41,6 +51,7 @@ from cnnjax.data._split import split_indices as split_indices
 from cnnjax.data._split import split_train_val as split_train_val
 
 __all__ = [
+    "CATEGORIES",
     "CIFAR10_CLASSES",
     "FASHION_MNIST_CHECKSUMS",
     "FASHION_MNIST_CLASSES",
@@ -48,11 +59,14 @@ __all__ = [
     "MNIST_CHECKSUMS",
     "MNIST_CLASSES",
     "MNIST_URL",
+    "BrodenData",
     "DataNotFoundError",
     "Dataset",
+    "ImageCollection",
     "batches",
     "channel_stats",
     "epoch_permutation",
+    "image_collection",
     "load_cifar10",
     "load_fashion_mnist",
     "load_image_folder",

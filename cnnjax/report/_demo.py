@@ -26,6 +26,7 @@ from cnnjax.report._context import DemoContext
 from cnnjax.report._html import Report, Section, bars, figure, table
 from cnnjax.report._localisation import cam_section, receptive_field_section
 from cnnjax.report._plots import training_curves
+from cnnjax.report._semantics import units_section
 from cnnjax.report._synthesis import (
     dream_section,
     fooling_section,
@@ -97,10 +98,10 @@ def training_section(ctx: DemoContext) -> Section:
     return Section("Training", body)
 
 
-#: The demo's sections, in order: training, localisation, synthesis, breaking CNNs.
+#: The demo's sections, in order: training, localisation, units, synthesis, breaking CNNs.
 SECTIONS: list[Callable[[DemoContext], Section]] = [
     classification_section, model_section, training_section,
-    cam_section, receptive_field_section,
+    cam_section, receptive_field_section, units_section,
     visualize_section, dream_section, invert_section, style_section,
     adversarial_section, fooling_section,
 ]  # fmt: skip

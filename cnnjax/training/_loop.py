@@ -34,10 +34,10 @@ import optax
 from tqdm.auto import tqdm
 
 from cnnjax._src.atomic import atomic_write_bytes
+from cnnjax._src.checkpoint import load_checkpoint, save_checkpoint
 from cnnjax._src.checks import DivergedError, as_key, check_float, check_int, check_positive_int, wait
 from cnnjax._src.contract import Model
 from cnnjax._src.paths import check_output_dir
-from cnnjax.training._checkpoint import load_checkpoint, save_checkpoint
 from cnnjax.training._optim import cross_entropy, l2_penalty, momentum_sgd
 
 __all__ = ["EvaluateResult", "FitResult", "TrainState", "evaluate", "fit", "make_train_step", "train_step"]
@@ -365,8 +365,9 @@ def fit(
     history: list[dict] = []
     epoch, start = 0, 0
     if ckpt_dir is not None and (ckpt_dir / "last.ckpt").exists() and not restart:
-        (state, best_params), record = load_checkpoint(ckpt_dir / "last.ckpt", (state, model.params))
-        _check_same_settings(ckpt_dir / "last.ckpt", record.get("settings"), run_settings)
+        (state, best_params), record = load_checkpoint(
+            ckpt_dir / "last.ckpt", (state, model.params), settings=run_settings
+        )
         epoch, start, history = record["epoch"], record["step"], record["history"]
         best = {"epoch": record["best_epoch"], "val_loss": record["best_val_loss"], "params": best_params}
         sums = record["sums"]
@@ -453,21 +454,6 @@ def _describe(fn: Any) -> str | None:
         return "an optax transformation"  # its hyperparameters live in closures: not comparable
     name = getattr(fn, "__qualname__", None) or type(fn).__name__
     return f"{getattr(fn, '__module__', '?')}.{name}"
-
-
-def _check_same_settings(path: Path, recorded: dict | None, now: dict) -> None:
-    """Refuse to resume a run whose recorded settings differ from this call's."""
-    if recorded is None:
-        raise ValueError(
-            f"checkpoint {path} records no settings (an older cnnjax?); pass restart=True to start afresh"
-        )
-    differ = [f"{k} {recorded.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(recorded) | set(now))
-              if recorded.get(k) != now.get(k)]  # fmt: skip
-    if differ:
-        raise ValueError(
-            f"checkpoint {path} is of a run with other settings ({'; '.join(differ)}); use the same "
-            "settings to resume it, or restart=True (--restart) to start afresh"
-        )
 
 
 def _epochs_since_best(history: list[dict], best_epoch: int | None) -> int:

@@ -1,4 +1,5 @@
-"""Training checkpoints: a pytree and a JSON-able record, written atomically and checksummed.
+"""Checkpoints (training, the top-images tally...): a pytree and a JSON-able record, written
+atomically and checksummed.
 
 A checkpoint is one file in the safetensors layout (``cnnjax._src.safetensors``): the
 pytree's leaves as tensors ``leaf_00000 ...``, and in the metadata the record (epoch, step,
@@ -21,7 +22,7 @@ import numpy as np
 from cnnjax._src.atomic import atomic_write_bytes
 from cnnjax._src.safetensors import encode_safetensors, read_safetensors
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "check_same_settings"]
 
 
 def _digest(leaves: list[np.ndarray]) -> str:
@@ -44,8 +45,11 @@ def save_checkpoint(path: str | os.PathLike, tree: Any, record: dict) -> Path:
     return atomic_write_bytes(path, encode_safetensors(tensors, metadata))
 
 
-def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict]:
+def load_checkpoint(path: str | os.PathLike, like: Any, *, settings: dict | None = None) -> tuple[Any, dict]:
     """Read a checkpoint written by :func:`save_checkpoint` into the structure of ``like``.
+
+    With ``settings``, the record's ``"settings"`` must equal them (:func:`check_same_settings`,
+    checked before the structure, so a run of other settings is named as such).
 
     Raises:
       FileNotFoundError: no such file.
@@ -73,6 +77,8 @@ def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict]:
     leaves = [tensors[f"leaf_{i:05d}"] for i in range(len(tensors))]
     if _digest(leaves) != expected_digest:
         raise ValueError(f"checkpoint {path} is corrupted (checksum mismatch); it was not loaded")
+    if settings is not None:
+        check_same_settings(path, record.get("settings"), settings)
     like_leaves, treedef = jax.tree.flatten(like)
     if str(treedef) != treedef_text or len(like_leaves) != len(leaves):
         raise ValueError(f"checkpoint {path} holds a different structure than this run's state")
@@ -80,3 +86,19 @@ def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict]:
         if a.shape != np.shape(b):
             raise ValueError(f"checkpoint {path}: leaf {i} has shape {a.shape}, expected {np.shape(b)}")
     return jax.tree.unflatten(treedef, [jax.numpy.asarray(x) for x in leaves]), record
+
+
+def check_same_settings(path: str | os.PathLike, recorded: dict | None, now: dict) -> None:
+    """Refuse to resume a run whose recorded settings differ from this call's, naming each
+    difference."""
+    if recorded is None:
+        raise ValueError(
+            f"checkpoint {path} records no settings (an older cnnjax?); pass restart=True to start afresh"
+        )
+    differ = [f"{k} {recorded.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(recorded) | set(now))
+              if recorded.get(k) != now.get(k)]  # fmt: skip
+    if differ:
+        raise ValueError(
+            f"checkpoint {path} is of a run with other settings ({'; '.join(differ)}); use the same "
+            "settings to resume it, or restart=True (--restart) to start afresh"
+        )
