@@ -198,7 +198,10 @@ def test_rf_command_prints_theoretical_and_empirical_fields(capsys, tmp_path):
         (["rf", "--model", "fashionnet", "--layer", "logits"], "no spatial extent"),
         (["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "64"], "out of range"),
         (["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "1", "--patch", "40"], "larger than"),
-        (["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "1", "--images", "/x"], "image folder /x does not exist"),
+        (
+            ["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "1", "--images", "/x"],
+            "/x does not exist",
+        ),
     ],
 )
 def test_cam_and_rf_bad_input_one_line_exit_1(capsys, argv, message):

@@ -26,6 +26,7 @@ BASE = {
     "rf": ["rf", "--layer", "conv3", "--model", "fashionnet"],
     "units": ["units", "--layers", "conv3", "--data", "IMGDIR", "--model", "fashionnet"],
     "dissect": ["dissect", "--layers", "conv3", "--concepts", "NOWHERE", "--model", "fashionnet"],
+    "annotate": ["annotate", "--db", "ann.sqlite", "--export", "EXPORT"],
 }
 
 
