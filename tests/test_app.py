@@ -1,6 +1,7 @@
 """The annotation app with its real parts: SQLite files, a uvicorn server on loopback, a kill -9
 during writes, and headless Chromium driven through the three tasks by two annotators."""
 
+import io
 import json
 import os
 import shutil
@@ -434,3 +435,36 @@ def test_the_command_exports_results_and_refuses_a_used_port_and_a_foreign_db(tm
     assert main(["annotate", "--db", str(foreign), "--export", str(tmp_path / "e2")]) == 1
     assert "another tool" in capsys.readouterr().err and foreign.read_bytes() == before
     assert CATEGORIES[0] == "simple elements and colours" and os.path.exists(store.path)
+
+
+def test_the_annotate_command_serves_a_models_units(tmp_path):
+    rng = np.random.default_rng(3)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):
+        Image.fromarray((rng.random((28, 28)) * 255).astype(np.uint8)).save(photos / f"{i}.png")
+    port, db = free_port(), tmp_path / "project" / "answers.sqlite"
+    cmd = [sys.executable, "-m", "cnnjax.cli", "annotate", "--model", "fashionnet", "--layer", "conv5",
+           "--data", str(photos), "--units", "3", "5", "--top-k", "4", "--db", str(db), "--port", str(port),
+           "--quiet"]  # fmt: skip
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert "annotate 2 units of fashionnet conv5" in proc.stdout.readline()
+            server = type("S", (), {"url": f"http://127.0.0.1:{port}"})()
+            deadline = time.time() + 30
+            while True:
+                try:
+                    token = sign_in(server, "ann")
+                    break
+                except (urllib.error.URLError, ConnectionError):
+                    assert time.time() < deadline
+                    time.sleep(0.1)
+            status, body = call(server.url + "/api/next", token=token)
+            assert json.loads(body)["unit"] == {"layer": "conv5", "unit": 3, "images": 4}
+            status, png = call(server.url + "/crops/conv5/5/3.png")
+            assert status == 200 and png.startswith(b"\x89PNG")
+            assert Image.open(io.BytesIO(png)).size == (168, 168)  # 28 px, enlarged 6x
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+    assert sorted(p.name for p in (db.parent / "crops" / "conv5").iterdir()) == ["3", "5"]
