@@ -357,7 +357,15 @@ def _cmd_attack(args) -> int:
 def _cmd_demo(args) -> int:
     from cnnjax.report import run_demo
 
-    path = run_demo(args.out, model_name=args.model, full=args.full, progress=not args.quiet)
+    try:  # the annotation app's section, when its extra is installed
+        from cnnjax.app import annotation_section
+
+        extra = [annotation_section]
+    except ImportError:
+        extra = []
+    path = run_demo(
+        args.out, model_name=args.model, full=args.full, progress=not args.quiet, extra_sections=extra
+    )
     print(f"wrote {path}\nopen it in a browser: file://{path.resolve()}")
     return 0
 

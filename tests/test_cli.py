@@ -96,6 +96,9 @@ def test_demo_writes_a_self_contained_report(demo_report):
               "Fooling images")  # fmt: skip
     for title in titles:
         assert f"<h2>{title}</h2>" in html
+    # With the app's extra installed (the test extra installs it), its section: the unit page and
+    # the results page as sandboxed frames.
+    assert "<h2>Annotating units</h2>" in html and html.count("<iframe sandbox srcdoc=") == 2
     assert "accuracy under attack" in html
     assert "851" in html  # derived theoretical size of the last block
     assert "espresso (967)" in html

@@ -8,8 +8,10 @@ Needs the optional extra ``pip install 'cnnjax[app]'`` (Starlette and uvicorn).
 * :func:`build_app`: the Starlette app; :func:`serve`: run it with uvicorn (:func:`check_port`
   first).
 * :func:`export_results`: results as JSON, CSV, a page and the types chart.
+* :func:`annotation_section`: the ``cnnjax demo`` section showing the app.
 """
 
+from cnnjax.app._demo import annotation_section as annotation_section
 from cnnjax.app._prepare import prepare_crops as prepare_crops
 from cnnjax.app._serve import check_port as check_port
 from cnnjax.app._serve import export_results as export_results
@@ -23,6 +25,7 @@ __all__ = [
     "CATEGORIES",
     "SCHEMA_VERSION",
     "AnnotationStore",
+    "annotation_section",
     "build_app",
     "check_port",
     "export_results",

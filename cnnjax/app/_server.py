@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from cnnjax.app._store import CATEGORIES, AnnotationStore
 
-__all__ = ["MAX_BODY", "build_app", "results_csv", "results_html"]
+__all__ = ["MAX_BODY", "build_app", "page_snapshot", "results_csv", "results_html"]
 
 MAX_BODY = 16_384
 
@@ -216,6 +216,43 @@ def types_chart_uri(results: dict) -> str | None:
         if results["types"]
         else None
     )
+
+
+def _categories_html(checked: str | None = None) -> str:
+    rows = []
+    for c in CATEGORIES:
+        mark = " checked" if c == checked else ""
+        value = html.escape(c)
+        rows.append(f'<label><input type=radio name=category value="{value}"{mark}> {value} '
+                    f"<span class=meta>(e.g. {html.escape(EXAMPLES[c])})</span></label>")  # fmt: skip
+    return "".join(rows)
+
+
+def page_snapshot(
+    about: str,
+    layer: str,
+    unit: int,
+    crops: list[str],
+    description: str,
+    mismatches: list[int],
+    category: str,
+) -> str:
+    """The unit page as an annotator sees it after answering (static: crops as data URIs, no
+    script), for reports."""
+    page = _PAGE.format(css=_CSS, about=html.escape(about), categories=_categories_html(category))
+    images = "".join(
+        f'<img src="{uri}" alt="image {k + 1}"{" class=mismatch" if k in mismatches else ""}>'
+        for k, uri in enumerate(crops)
+    )
+    return (
+        page.replace("<section id=signin>", "<section id=signin class=hidden>")
+        .replace("<section id=task class=hidden>", "<section id=task>")
+        .replace("<b id=unit></b>", f"<b id=unit>{html.escape(layer)} {int(unit)}</b>")
+        .replace('<div class=images id=images></div>', f"<div class=images id=images>{images}</div>")
+        .replace('placeholder="a word or a short description">',
+                 f'placeholder="a word or a short description" value="{html.escape(description)}">')
+        .replace('<script src="/app.js"></script>', "")
+    )  # fmt: skip
 
 
 def build_app(store: AnnotationStore, crops: str | Path, *, about: str = "") -> Starlette:
