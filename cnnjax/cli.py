@@ -526,8 +526,10 @@ def _cmd_annotate(args) -> int:
     from cnnjax._src.targets import check_spatial_layer, check_units
     from cnnjax.models import load_model
 
-    store = AnnotationStore(args.db)  # another tool's or a newer file is refused, untouched
     if args.export is not None:
+        if not Path(args.db).is_file():
+            raise ValueError(f"no annotation database at {args.db}")
+        store = AnnotationStore(args.db)  # another tool's or a newer file is refused, untouched
         print(f"wrote {export_results(store, args.export)}, results.csv and results.html")
         return 0
     if args.layer is None or args.data is None:
@@ -538,6 +540,7 @@ def _cmd_annotate(args) -> int:
     units = list(range(model.spec.layer(layer).shape[-1])) if args.units is None else args.units
     check_units(model.spec, layer, units)
     collection = _collection_for(args, model.spec)
+    store = AnnotationStore(args.db)  # checked before the long work; refused files are left as they are
     crops = prepare_crops(model, collection, layer, units, Path(args.db).parent / "crops", top_k=args.top_k,
                           progress=not args.quiet)  # fmt: skip
     store.add_units(layer, units, args.top_k)
