@@ -97,6 +97,17 @@ def sign_in(server, name):
     return json.loads(body)["token"]
 
 
+def sign_in_when_up(server, name, timeout=60.0):
+    """Sign in as soon as a server started in another process answers."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return sign_in(server, name)
+        except (urllib.error.URLError, ConnectionError):
+            assert time.time() < deadline, "the server did not start"
+            time.sleep(0.1)
+
+
 def answer(
     server, token, unit=0, description="stripes", category="texture or material", mismatches=(), request=None
 ):
@@ -293,14 +304,7 @@ def test_a_server_killed_during_writes_loses_no_acknowledged_answer(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", KILL_SERVER, str(store.path), str(crops), str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     server = type("S", (), {"url": url})()
-    deadline = time.time() + 60
-    while True:
-        try:
-            token = sign_in(server, "ann")
-            break
-        except (urllib.error.URLError, ConnectionError):
-            assert time.time() < deadline
-            time.sleep(0.1)
+    token = sign_in_when_up(server, "ann")
     acknowledged, stop = [], threading.Event()
 
     def client(i):
@@ -451,14 +455,7 @@ def test_the_annotate_command_serves_a_models_units(tmp_path):
         try:
             assert "annotate 2 units of fashionnet conv5" in proc.stdout.readline()
             server = type("S", (), {"url": f"http://127.0.0.1:{port}"})()
-            deadline = time.time() + 30
-            while True:
-                try:
-                    token = sign_in(server, "ann")
-                    break
-                except (urllib.error.URLError, ConnectionError):
-                    assert time.time() < deadline
-                    time.sleep(0.1)
+            token = sign_in_when_up(server, "ann")
             status, body = call(server.url + "/api/next", token=token)
             assert json.loads(body)["unit"] == {"layer": "conv5", "unit": 3, "images": 4}
             status, png = call(server.url + "/crops/conv5/5/3.png")

@@ -88,7 +88,7 @@ _PAGE = """<!doctype html><html lang=en><head><meta charset=utf-8><title>cnnjax 
 _SCRIPT = r"""
 "use strict";
 const $ = (id) => document.getElementById(id);
-let token = sessionStorage.getItem("cnnjax-token"), name = sessionStorage.getItem("cnnjax-name"), unit = null;
+let token = localStorage.getItem("cnnjax-token"), name = localStorage.getItem("cnnjax-name"), unit = null;
 function show(id) { for (const s of ["signin", "task", "done"]) $(s).classList.toggle("hidden", s !== id); }
 async function api(method, path, body) {
   const headers = {"Content-Type": "application/json"};
@@ -125,7 +125,7 @@ $("signin-form").addEventListener("submit", async (e) => {
   try {
     const data = await api("POST", "/api/annotators", {name: $("name").value});
     token = data.token; name = data.name;
-    sessionStorage.setItem("cnnjax-token", token); sessionStorage.setItem("cnnjax-name", name);
+    localStorage.setItem("cnnjax-token", token); localStorage.setItem("cnnjax-name", name);
     $("who").textContent = name; await next();
   } catch (err) { alert(err.message); }
 });
@@ -140,7 +140,7 @@ $("submit").addEventListener("click", async () => {
 });
 if (token) {
   $("who").textContent = name;
-  next().catch(() => { sessionStorage.clear(); token = null; show("signin"); });
+  next().catch(() => { localStorage.clear(); token = null; show("signin"); });
 }
 """
 

@@ -20,19 +20,14 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from cnnjax.units import SEMANTIC_TYPES
+
 __all__ = ["APPLICATION", "CATEGORIES", "SCHEMA_VERSION", "AnnotationStore", "normalise_label"]
 
 APPLICATION = "cnnjax-annotate"
 
 #: The categories of task 3: Zhou et al.'s (2015) semantic types, simplest first.
-CATEGORIES = (
-    "simple elements and colours",
-    "texture or material",
-    "region or surface",
-    "object part",
-    "object",
-    "scene",
-)
+CATEGORIES = SEMANTIC_TYPES
 
 # Each migration takes the database from version i to i + 1.
 _MIGRATIONS = (
