@@ -357,7 +357,15 @@ def _cmd_attack(args) -> int:
 def _cmd_demo(args) -> int:
     from cnnjax.report import run_demo
 
-    path = run_demo(args.out, model_name=args.model, full=args.full, progress=not args.quiet)
+    try:  # the annotation app's section, when its extra is installed
+        from cnnjax.app import annotation_section
+
+        extra = [annotation_section]
+    except ImportError:
+        extra = []
+    path = run_demo(
+        args.out, model_name=args.model, full=args.full, progress=not args.quiet, extra_sections=extra
+    )
     print(f"wrote {path}\nopen it in a browser: file://{path.resolve()}")
     return 0
 
@@ -507,6 +515,38 @@ def _cmd_dissect(args) -> int:
         print(f"{layer}: {found} of {units} units are detectors")
     index = dissection_report(args.out, result, model_name=model.spec.name)
     print(f"wrote {index}, dissect.json, dissect.csv and types.png")
+    return 0
+
+
+def _cmd_annotate(args) -> int:
+    try:
+        from cnnjax.app import AnnotationStore, check_port, export_results, prepare_crops, serve
+    except ImportError as e:
+        raise ValueError(f"the annotation app needs its extra: pip install 'cnnjax[app]' ({e})") from None
+    from cnnjax._src.targets import check_spatial_layer, check_units
+    from cnnjax.models import load_model
+
+    if args.export is not None:
+        if not Path(args.db).is_file():
+            raise ValueError(f"no annotation database at {args.db}")
+        store = AnnotationStore(args.db)  # another tool's or a newer file is refused, untouched
+        print(f"wrote {export_results(store, args.export)}, results.csv and results.html")
+        return 0
+    if args.layer is None or args.data is None:
+        raise ValueError("give --layer and --data (or --export DIR to write the results)")
+    check_port(args.host, args.port)
+    model = load_model(args.model)
+    layer = check_spatial_layer(model.spec, args.layer)
+    units = list(range(model.spec.layer(layer).shape[-1])) if args.units is None else args.units
+    check_units(model.spec, layer, units)
+    collection = _collection_for(args, model.spec)
+    store = AnnotationStore(args.db)  # checked before the long work; refused files are left as they are
+    crops = prepare_crops(model, collection, layer, units, Path(args.db).parent / "crops", top_k=args.top_k,
+                          progress=not args.quiet)  # fmt: skip
+    store.add_units(layer, units, args.top_k)
+    print(f"annotate {len(units)} units of {model.spec.name} {layer} at http://{args.host}:{args.port}/ "
+          "(Ctrl-C stops the server; answers are saved as they come)", flush=True)  # fmt: skip
+    serve(store, crops, host=args.host, port=args.port, about=f"{model.spec.name}, layer {layer}")
     return 0
 
 
@@ -717,6 +757,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_cmd_dissect)
+
+    p = sub.add_parser("annotate", help="a local web app where people label units (Zhou et al.'s tasks)")
+    p.add_argument("--layer", default=None, help="a spatial layer")
+    p.add_argument("--data", default=None, help="'fashion-mnist' (its test set) or a folder of images")
+    p.add_argument("--data-dir", type=Path, default=None, help="where Fashion-MNIST's files are")
+    p.add_argument("--download", action="store_true", help="download Fashion-MNIST if it is missing")
+    p.add_argument(
+        "--units", type=_nonnegative_int, nargs="+", default=None, metavar="U", help="(default: all)"
+    )
+    p.add_argument("--top-k", type=_positive_int, default=9, metavar="K", help="images per unit (9)")
+    p.add_argument("--model", default="efficientnet_lite0", choices=_model_names())
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (127.0.0.1: this machine)")
+    p.add_argument("--port", type=_positive_int, default=8000, help="the port (8000)")
+    p.add_argument("--db", type=Path, default=Path("cnnjax-annotate/annotations.sqlite"), help="the answers")
+    p.add_argument("--export", type=Path, default=None, metavar="DIR", help="write the results here and stop")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _max_pixels_option(p)
+    p.set_defaults(run=_cmd_annotate)
     return parser
 
 
@@ -788,6 +846,11 @@ def _check_outputs(args) -> None:
     elif args.command == "dissect":
         results = ("index.html", "dissect.json", "dissect.csv", "types.png")
         check_output_dir(args.out, results=results, overwrite=overwrite, what="dissection folder")
+    elif args.command == "annotate":
+        check_output_file(args.db, suffixes=(".sqlite", ".sqlite3", ".db"), what="annotation database")
+        if args.export is not None:
+            results = ("results.json", "results.csv", "results.html")
+            check_output_dir(args.export, results=results, overwrite=overwrite, what="results folder")
     elif args.command == "demo":
         results = ("index.html", "results.json")
         check_output_dir(args.out, results=results, overwrite=overwrite, what="report folder")

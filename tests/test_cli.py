@@ -96,6 +96,9 @@ def test_demo_writes_a_self_contained_report(demo_report):
               "Fooling images")  # fmt: skip
     for title in titles:
         assert f"<h2>{title}</h2>" in html
+    # With the app's extra installed (the test extra installs it), its section: the unit page and
+    # the results page as sandboxed frames.
+    assert "<h2>Annotating units</h2>" in html and html.count("<iframe sandbox srcdoc=") == 2
     assert "accuracy under attack" in html
     assert "851" in html  # derived theoretical size of the last block
     assert "espresso (967)" in html
@@ -198,7 +201,10 @@ def test_rf_command_prints_theoretical_and_empirical_fields(capsys, tmp_path):
         (["rf", "--model", "fashionnet", "--layer", "logits"], "no spatial extent"),
         (["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "64"], "out of range"),
         (["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "1", "--patch", "40"], "larger than"),
-        (["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "1", "--images", "/x"], "image folder /x does not exist"),
+        (
+            ["rf", "--model", "fashionnet", "--layer", "conv3", "--unit", "1", "--images", "/x"],
+            "/x does not exist",
+        ),
     ],
 )
 def test_cam_and_rf_bad_input_one_line_exit_1(capsys, argv, message):

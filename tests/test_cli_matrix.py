@@ -26,6 +26,7 @@ BASE = {
     "rf": ["rf", "--layer", "conv3", "--model", "fashionnet"],
     "units": ["units", "--layers", "conv3", "--data", "IMGDIR", "--model", "fashionnet"],
     "dissect": ["dissect", "--layers", "conv3", "--concepts", "NOWHERE", "--model", "fashionnet"],
+    "annotate": ["annotate", "--db", "ann.sqlite", "--export", "EXPORT"],
 }
 
 
@@ -118,6 +119,44 @@ def test_a_bad_option_value_is_refused_by_the_parser(workdir, capsys, command, o
             ["rf", "--layer", "conv3", "--model", "fashionnet", "--unit", "1", "--images", "NOWHERE"],
             "NOWHERE",
         ),
+        (["units", "--layers", "conv3", "--data", "NOWHERE", "--model", "fashionnet"], "NOWHERE"),
+        (["units", "--layers", "pooled", "--data", "IMGDIR", "--model", "fashionnet"], "no spatial extent"),
+        (
+            ["units", "--layers", "conv3", "--data", "IMGDIR", "--model", "fashionnet", "--units", "999"],
+            "out of",
+        ),
+        (
+            ["units", "--layers", "conv3", "--data", "IMGDIR", "--model", "fashionnet", "--top-k", "5"],
+            "top_k",
+        ),
+        (["dissect", "--layers", "conv3", "--concepts", "NOWHERE", "--model", "fashionnet"], "index.csv"),
+        (["dissect", "--layers", "nope", "--concepts", "NOWHERE", "--model", "fashionnet"], "unknown layer"),
+        (
+            ["annotate", "--layer", "nope", "--data", "IMGDIR", "--model", "fashionnet", "--port", "59871"],
+            "layer",
+        ),
+        (
+            [
+                "annotate",
+                "--layer",
+                "conv5",
+                "--data",
+                "IMGDIR",
+                "--model",
+                "fashionnet",
+                "--units",
+                "999",
+                "--port",
+                "59871",
+            ],
+            "out of range",
+        ),  # fmt: skip
+        (
+            ["annotate", "--layer", "conv5", "--data", "NOWHERE", "--model", "fashionnet", "--port", "59871"],
+            "NOWHERE",
+        ),  # fmt: skip
+        (["annotate", "--db", "none.sqlite", "--export", "EXPORT"], "no annotation database"),
+        (["annotate", "--model", "fashionnet", "--port", "59871"], "give --layer and --data"),
     ],
 )
 def test_a_bad_value_found_after_loading_is_one_line_and_nothing_written(workdir, capsys, argv, message):

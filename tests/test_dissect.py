@@ -80,11 +80,7 @@ def test_thresholds_and_ious_equal_numpy(broden, result):
 
 
 def load_image_batch(broden, model):
-    from cnnjax.data import ImageCollection
-
-    base = broden.root / "images"
-    collection = ImageCollection(tuple(str(p.relative_to(base)) for p in broden.image_files), root=base)
-    return collection.read(range(len(broden)), model.spec, whole=True)
+    return broden.images().read(range(len(broden)), model.spec, whole=True)
 
 
 def test_the_histogram_threshold_is_within_its_stated_bound(broden, result):

@@ -71,6 +71,14 @@ class BrodenData:
             f"maps_per_image={self.maps_per_image})"
         )
 
+    def images(self):
+        """The data set's images as an :class:`~cnnjax.data.ImageCollection`, in index order (the
+        mask files beside them left out)."""
+        from cnnjax.data._collection import ImageCollection
+
+        base = self.root / "images"
+        return ImageCollection(tuple(str(p.relative_to(base)) for p in self.image_files), root=base)
+
     def concept_maps(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The label maps of some images, read from their mask files.
 

@@ -26,6 +26,7 @@ from cnnjax.report._html import Report as Report
 from cnnjax.report._html import Section as Section
 from cnnjax.report._html import bars as bars
 from cnnjax.report._html import figure as figure
+from cnnjax.report._html import png_data_uri as png_data_uri
 from cnnjax.report._html import table as table
 from cnnjax.report._overlay import heatmap as heatmap
 from cnnjax.report._overlay import overlay as overlay
@@ -53,6 +54,7 @@ __all__ = [
     "heatmap",
     "line_plot",
     "overlay",
+    "png_data_uri",
     "robustness_plot",
     "run_demo",
     "segmentation_overlay",

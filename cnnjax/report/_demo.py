@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from html import escape as html_escape
 from pathlib import Path
 
@@ -108,10 +108,17 @@ SECTIONS: list[Callable[[DemoContext], Section]] = [
 
 
 def run_demo(
-    out: str | Path, *, model_name: str = "efficientnet_lite0", full: bool = False, progress: bool = True
+    out: str | Path,
+    *,
+    model_name: str = "efficientnet_lite0",
+    full: bool = False,
+    progress: bool = True,
+    extra_sections: Sequence[Callable[[DemoContext], Section]] = (),
 ) -> Path:
-    """Write ``out/index.html`` (every section of :data:`SECTIONS` on a bundled model) and
-    ``out/results.json`` (the figures the sections measured, the settings and the timings)."""
+    """Write ``out/index.html`` (every section of :data:`SECTIONS`, then ``extra_sections``,
+    on a bundled model) and ``out/results.json`` (the figures the sections measured, the
+    settings and the timings). Packages above the report (the annotation app) add their
+    sections through ``extra_sections``."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output folder {out} exists and is not a directory")
@@ -123,7 +130,7 @@ def run_demo(
         intro=f"Model <code>{model.spec.name}</code>, backend {jax.default_backend()}, "
         f"{'published' if full else 'quick'} settings.",
     )
-    for section_fn in tqdm(SECTIONS, desc="demo", unit="section", disable=not progress):
+    for section_fn in tqdm([*SECTIONS, *extra_sections], desc="demo", unit="section", disable=not progress):
         t = time.perf_counter()
         report.add(section_fn(ctx))
         ctx.timings[section_fn.__name__] = time.perf_counter() - t

@@ -36,7 +36,7 @@ from cnnjax._src.checks import check_float, check_int, check_positive_int
 from cnnjax._src.chunks import pad_rows
 from cnnjax._src.contract import Model
 from cnnjax._src.targets import check_spatial_layer, interp_matrix
-from cnnjax.data import BrodenData, ImageCollection, load_broden
+from cnnjax.data import BrodenData, load_broden
 from cnnjax.receptive_field import theoretical
 
 __all__ = [
@@ -236,8 +236,7 @@ def dissect(
     (H, W), (sh, sw) = spec.input_size, data.mask_size
     if abs(sh / sw - H / W) > 1e-6:
         raise ValueError(f"the masks are {sh}x{sw} but the model takes {H}x{W} images: not the same aspect")
-    base = data.root / "images"
-    collection = ImageCollection(tuple(str(p.relative_to(base)) for p in data.image_files), root=base)
+    collection = data.images()
     n = len(data)
 
     def chunks(desc):
