@@ -299,7 +299,12 @@ def fit(
         configuration), recorded and compared on resume like the rest.
 
     Returns:
-      A :class:`FitResult`; its ``history`` is what ``cnnjax.report.training_curves`` draws.
+      A :class:`FitResult`; its ``history`` (one dict per epoch: ``train_loss`` and
+      ``train_accuracy``, running means over the epoch's steps in training mode;
+      ``train_eval_loss`` and ``train_eval_accuracy``, measured after the epoch in evaluation
+      mode on the first ``min(len(train), len(val))`` training examples; ``val_loss``,
+      ``val_accuracy``; ``seconds``) is what ``cnnjax.report.training_curves`` draws and
+      :mod:`cnnjax.diagnose` reads.
 
     Raises:
       ValueError: bad data (shapes, label range, empty sets), a batch larger than the training
@@ -386,6 +391,7 @@ def fit(
         return FitResult(best_model, best["params"], state.params, history, best["epoch"], stopped, message)
 
     images_dev, labels_dev = jnp.asarray(images), jnp.asarray(labels)
+    n_train_eval = min(len(labels), len(val_labels))
     bad_epochs = _epochs_since_best(history, best["epoch"])
     while epoch < epochs:
         if patience is not None and bad_epochs >= patience:
@@ -414,9 +420,15 @@ def fit(
             save_last()
         bar.close()
         val_loss, val_acc = evaluate(model, state.params, val_images, val_labels)
+        # The training error as the bias/variance analysis needs it: in evaluation mode (no
+        # dropout, no augmentation), on a fixed sample of training examples as large as the
+        # validation set.
+        train_eval_loss, train_eval_acc = evaluate(model, state.params, images[:n_train_eval],
+                                                   labels[:n_train_eval])  # fmt: skip
         history.append({
             "epoch": epoch + 1, "train_loss": sums[0] / steps_per_epoch,
             "train_accuracy": sums[1] / (steps_per_epoch * batch_size),
+            "train_eval_loss": train_eval_loss, "train_eval_accuracy": train_eval_acc,
             "val_loss": val_loss, "val_accuracy": val_acc,
             "seconds": round(time.perf_counter() - t0, 3),
         })  # fmt: skip
