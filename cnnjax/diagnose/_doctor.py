@@ -218,7 +218,7 @@ def doctor(
     after = np.mean(curves[:, -_SMOOTH:], 1)  # the mini-batch loss at the end, smoothed
     ok = np.isfinite(after)
     best = int(np.nanargmin(np.where(ok, after, np.nan))) if ok.any() else None
-    findings.append(_learning_rate(lrs, curves, after, best, learning_rate, steps))
+    findings.append(_learning_rate(lrs, curves, after, best, learning_rate, steps, spec.num_classes))
     findings.append(_overfit({k: v[r : r + a] for k, v in evals.items()}, examples, steps))
     findings.append(_baseline(adam, blind, spec.num_classes))
     findings.append(_capacity(variants or {}, adam, data, steps, bar))
@@ -485,7 +485,8 @@ def _evaluate_rows(apply, params, x, y, hx, hy, scales):
             "held_accuracy": jnp.mean(jnp.argmax(held, -1) == hy),
         }
 
-    return jax.vmap(one)(params, scales)
+    # one row at a time: the rows' activations of the held-out examples together would not fit
+    return jax.lax.map(lambda args: one(*args), (params, scales))
 
 
 def _short_runs(model, data: _Data, rows: _Rows, steps, bar):
@@ -509,26 +510,48 @@ def _short_runs(model, data: _Data, rows: _Rows, steps, bar):
     return curves, evals
 
 
-def _learning_rate(lrs, curves, after, best, learning_rate, steps) -> Finding:
+def _learning_rate(lrs, curves, after, best, learning_rate, steps, num_classes) -> Finding:
     start = float(curves[0, 0]) if curves.size else math.nan
     i = int(np.nonzero(lrs == np.float32(learning_rate))[0][0])
     mine = float(after[i])
     if best is None:
-        return Finding("learning rate", "fail", f"every rate from {lrs[0]:g} to {lrs[-1]:g} diverged",
-                       "the loss or the model is broken before the rate matters: see the other checks")  # fmt: skip
-    evidence = (f"training loss after {steps} mini-batch steps of SGD with momentum 0.9: {mine:.3g} at the given "
-                f"rate {learning_rate:g}, lowest {after[best]:.3g} at {lrs[best]:g} (start {start:.3g})")  # fmt: skip
+        return Finding(
+            "learning rate",
+            "fail",
+            f"every rate from {lrs[0]:g} to {lrs[-1]:g} diverged",
+            "the loss or the model is broken before the rate matters: see the other checks",
+        )
+    evidence = (
+        f"training loss after {steps} mini-batch steps of SGD with momentum 0.9: {mine:.3g} at the given "
+        f"rate {learning_rate:g}, lowest {after[best]:.3g} at {lrs[best]:g} (start {start:.3g})"
+    )
+    chance = math.log(num_classes)
+    if start < 0.5 * chance:  # trained parameters: any step raises the loss; ask only for stability
+        evidence += "; the parameters are trained, so the test measures fine-tuning"
+        if not math.isfinite(mine) or mine > chance:
+            hint = f"the rate undoes the training (the loss rises above log(classes)): try {lrs[best]:.2g}"
+            return Finding("learning rate", "fail", evidence, hint)
+        return Finding("learning rate", "pass", evidence, "")
     if not math.isfinite(mine) or mine > 1.1 * start:
         return Finding("learning rate", "fail", evidence, f"the rate diverges: try about {lrs[best]:.2g}")
     if after[best] > 0.9 * start:
-        return Finding("learning rate", "warn", evidence, "the loss barely falls at any rate: look at the "
-                       "checks of the final layer, the gradients and overfitting one batch")  # fmt: skip
+        return Finding(
+            "learning rate",
+            "warn",
+            evidence,
+            "the loss barely falls at any rate: look at the "
+            "checks of the final layer, the gradients and overfitting one batch",
+        )
     if learning_rate > 3 * lrs[best]:
         return Finding("learning rate", "warn", evidence,
                        f"the rate is over 3x the range test's best: try about {lrs[best]:.2g}")  # fmt: skip
     if learning_rate < lrs[best] / 30:
-        return Finding("learning rate", "warn", evidence,
-                       f"the rate is far below the range test's best: try about {lrs[best] / 3:.2g}")  # fmt: skip
+        return Finding(
+            "learning rate",
+            "warn",
+            evidence,
+            f"the rate is far below the range test's best: try about {lrs[best] / 3:.2g}",
+        )
     return Finding("learning rate", "pass", evidence, "")
 
 
@@ -537,11 +560,18 @@ def _overfit(evals, examples, steps) -> Finding:
     fitted = np.where(np.isfinite(evals["batch_loss"]), evals["batch_accuracy"], -1.0)
     i = int(np.argmax(fitted))
     acc, loss = float(fitted[i]), float(evals["batch_loss"][i])
-    evidence = (f"{max(acc, 0):.0%} of {examples} examples fitted after {steps} full-batch Adam steps at rate "
-                f"{ADAM_RATES[i]:g} (loss {loss:.3g})")  # fmt: skip
+    evidence = (
+        f"{max(acc, 0):.0%} of {examples} examples fitted after {steps} full-batch Adam steps at rate "
+        f"{ADAM_RATES[i]:g} (loss {loss:.3g})"
+    )
     if not acc >= 0.9:
-        return Finding("overfit one batch", "fail", evidence, "the network cannot fit a small subset: it is too "
-                       "small (more units or layers), or the model, the labels or the loss has a bug")  # fmt: skip
+        return Finding(
+            "overfit one batch",
+            "fail",
+            evidence,
+            "the network cannot fit a small subset: it is too "
+            "small (more units or layers), or the model, the labels or the loss has a bug",
+        )
     return Finding("overfit one batch", "pass", evidence, "")
 
 
@@ -571,8 +601,13 @@ def _capacity(variants, adam, data, steps, bar) -> Finding:
             smaller.append(vname)
     evidence = f"after {steps} Adam steps at rate {ADAM_RATE:g} on the same batch: " + "; ".join(parts)
     if smaller:
-        return Finding(name, "warn", evidence, f"{', '.join(smaller)} does as well: the model may be deeper or "
-                       "wider than the data needs (slower, more to regularise), or trains worse (too deep)")  # fmt: skip
+        return Finding(
+            name,
+            "warn",
+            evidence,
+            f"{', '.join(smaller)} does as well: the model may be deeper or "
+            "wider than the data needs (slower, more to regularise), or trains worse (too deep)",
+        )
     return Finding(name, "pass", evidence, "")
 
 
