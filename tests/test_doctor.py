@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -203,3 +204,21 @@ def test_the_page_shows_every_finding(tmp_path):
         assert f">{f.check}<" in page
     assert "remove the softmax" in page
     assert page.count('src="data:image/png;base64,') == 4  # range test x2, samples, confidently wrong
+
+
+REAL_FASHION_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
+
+
+@pytest.mark.skipif(not REAL_FASHION_MNIST.is_dir(), reason="Fashion-MNIST files not beside the repository")
+def test_cnnjax_doctor_is_quiet_on_the_bundled_fashionnet(tmp_path, capsys):
+    """The healthy setup of the issue: the trained FashionNet with its recipe's settings."""
+    from cnnjax.cli import main
+
+    out = tmp_path / "doctor"
+    args = ["--l2", "5e-5", "--augment", "--limit", "2000", "--steps", "30", "--quiet", "--out", str(out)]
+    code = main(["doctor", "--data-dir", str(REAL_FASHION_MNIST), *args])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line[:4] in ("PASS", "WARN", "FAIL")]
+    assert code == 0 and len(lines) == 11
+    assert all(line.startswith("PASS") for line in lines), "\n".join(lines)
+    page = (out / "index.html").read_text()
+    assert "0 failed, 0 warnings, 11 passed" in page and "4x narrower" in page

@@ -299,9 +299,11 @@ def _inputs(spec, images: np.ndarray, labels: np.ndarray, what: str) -> Finding:
     flat = images.reshape(-1, images.shape[-1])
     mean, std = flat.mean(0), flat.std(0)
     counts = np.bincount(labels, minlength=k)
-    evidence = (f"{what} values in [{lo:.3g}, {hi:.3g}]; per-channel mean {np.round(mean, 3).tolist()}, "
-                f"std {np.round(std, 3).tolist()}; {len(labels)} labels in [0, {k}), "
-                f"{int((counts == 0).sum())} classes absent")  # fmt: skip
+    evidence = (
+        f"{what} values in [{lo:.3g}, {hi:.3g}]; per-channel mean {[round(float(v), 3) for v in mean]}, "
+        f"std {[round(float(v), 3) for v in std]}; {len(labels)} labels in [0, {k}), "
+        f"{int((counts == 0).sum())} classes absent"
+    )
     if (std < 0.01).any():
         return Finding("inputs", "warn", evidence, "a channel is (nearly) constant: check the preprocessing")
     if hi <= 1 / 255 + 1e-6 and hi > 0:

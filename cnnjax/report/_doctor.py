@@ -5,6 +5,7 @@ confusion matrix, prediction samples and the most confidently wrong validation i
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,30 +64,39 @@ def doctor_report(
 
     lrs = np.asarray(result.learning_rates)
     curves = np.asarray(result.range_losses)
-    body = "<p>Full-batch SGD with momentum 0.9 on a fixed batch, one run per rate (vmapped).</p>"
+    body = ("<p>SGD with momentum 0.9 on the training set's mini-batches, one run per rate, all rates one "
+            "vmapped program.</p>")  # fmt: skip
     if curves.size:
-        final = {"loss after the runs": curves[:, -1]}
+        end = {"training loss at the end": np.mean(curves[:, -5:], 1)}
         body += figure(
-            line_plot(
-                final, x=np.log10(lrs), title="learning-rate range test", xlabel="log10(learning rate)"
-            ),
-            "The loss at the end of each run",
+            line_plot(end, x=np.log10(lrs), title="learning-rate range test", xlabel="log10(learning rate)"),
+            "The loss of the last 5 steps of each run",
             width=480,
         )
-        shown = {f"{lr:.2g}": curves[i] for i, lr in enumerate(lrs) if i % 2 == 0}
+        top = 2 * max(
+            float(np.nanmax(np.where(np.isfinite(curves[:, 0]), curves[:, 0], np.nan))), math.log(k)
+        )
+        shown = {f"{lr:.2g}": np.minimum(curves[i], top) for i, lr in enumerate(lrs) if i % 2 == 0}
         body += figure(
             line_plot(shown, title="loss per step", xlabel="step"),
-            "The loss per step at every other rate (diverged runs end where the loss stops being finite)",
+            "The loss per step at every "
+            f"other rate, cut at {top:.3g} (a diverged run ends where its loss stops being finite)",
             width=480,
         )
     report.add(Section("Learning rate", body))
 
     layer_rows = [[name, f"{result.grad_norms[name]:.3g}"] for name in result.grad_norms]
     act_rows = [[name, f"{v:.3g}"] for name, v in result.activation_std.items()]
-    report.add(Section("Gradients and activations", table(["layer", "gradient norm"], layer_rows)
-                       + table(["layer", "activation std"], act_rows)
-                       + f"<p>Gradient noise scale B_simple ~ {result.noise_scale:.3g} examples "
-                       "(McCandlish et al. 2018).</p>"))  # fmt: skip
+    noise = (f"about {result.noise_scale:.3g} examples" if math.isfinite(result.noise_scale)
+             else "beyond what the probe's examples can measure")  # fmt: skip
+    report.add(
+        Section(
+            "Gradients and activations",
+            table(["layer", "gradient norm"], layer_rows)
+            + table(["layer", "activation std"], act_rows)
+            + f"<p>Gradient noise scale B_simple (McCandlish et al. 2018): {noise}.</p>",
+        )
+    )
 
     header = ["true \\ predicted", *names]
     conf_rows = [[names[i], *result.confusion[i].tolist()] for i in range(k)]
