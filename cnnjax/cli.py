@@ -110,7 +110,8 @@ def _cmd_train(args) -> int:
     try:
         result, manifest = train_fashionnet(args.data_dir, args.out, config, checkpoint_dir=args.checkpoints,
                                             download=args.download, progress=not args.quiet,
-                                            overwrite=args.overwrite, restart=args.restart)  # fmt: skip
+                                            overwrite=args.overwrite, restart=args.restart,
+                                            instruments=args.instruments)  # fmt: skip
     except DataNotFoundError as e:
         raise _data_not_found(e) from None
     save_image(args.out / "curves.png", training_curves(result.history))
@@ -616,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("cnnjax-train"), help="where the weights go")
     p.add_argument("--checkpoints", type=Path, default=None, help="resumable checkpoints here")
     p.add_argument("--restart", action="store_true", help="start afresh even if --checkpoints holds a run")
+    p.add_argument("--instruments", action="store_true", help="log gradient norms, update ratios, dead units")
     p.add_argument("--overwrite", action="store_true", help="replace weights already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_train)

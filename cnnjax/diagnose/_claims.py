@@ -29,6 +29,7 @@ from cnnjax._src.checks import (
     check_images,
     check_positive_int,
     numpy_seed,
+    split_pair,
     wait,
 )
 from cnnjax._src.contract import Model, ValueMapping
@@ -55,14 +56,6 @@ ABLATION_SETTINGS = ("none", "L2", "dropout", "both")
 
 _SGD_METHODS = ("mini-batch SGD", "full-batch gradient descent")
 _EVAL_CHUNK = 256  # images per evaluation step (memory only)
-
-
-def _pair(split) -> tuple[Any, Any]:
-    """``(images, labels)`` from a ``Dataset`` or a pair."""
-    if hasattr(split, "images") and hasattr(split, "labels"):
-        return split.images, split.labels
-    images, labels = split
-    return images, labels
 
 
 def _check_labelled(images, labels, what: str, num_classes: int, **image_checks):
@@ -326,8 +319,8 @@ def sgd_vs_full_batch(
     Nocedal (2018), "Optimization methods for large-scale machine learning", section 3.
     """
     spec = model.spec
-    images, labels = _check_labelled(*_pair(train), "training set", spec.num_classes, channels=spec.channels,
-                                     min_size=spec.min_input_size)  # fmt: skip
+    images, labels = _check_labelled(*split_pair(train), "training set", spec.num_classes,
+                                     channels=spec.channels, min_size=spec.min_input_size)  # fmt: skip
     learning_rate = check_float(learning_rate, "learning_rate", lo=0.0, lo_open=True)
     steps = check_positive_int(steps, "steps", hi=100_000)
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -531,9 +524,9 @@ def regularisation_ablation(
 
     from cnnjax.models import FashionNet
 
-    images, labels = _check_labelled(*_pair(train), "training set", 10)
+    images, labels = _check_labelled(*split_pair(train), "training set", 10)
     channels = images.shape[-1]
-    val_images, val_labels = _check_labelled(*_pair(val), "validation set", 10, channels=channels)
+    val_images, val_labels = _check_labelled(*split_pair(val), "validation set", 10, channels=channels)
     l2 = check_float(l2, "l2", lo=0.0, lo_open=True)
     dropout_rate = check_float(dropout_rate, "dropout_rate", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     learning_rate = check_float(learning_rate, "learning_rate", lo=0.0, lo_open=True)

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from cnnjax._src.checks import check_float, check_positive_int
+from cnnjax._src.checks import check_float, check_positive_int, split_pair
 from cnnjax._src.contract import Model
 from cnnjax._src.layers import layer_norms
 from cnnjax.training import cross_entropy
@@ -243,15 +243,7 @@ def doctor(
 
 
 def _pair(data, what: str) -> tuple[np.ndarray, np.ndarray]:
-    if hasattr(data, "images") and hasattr(data, "labels"):
-        images, labels = data.images, data.labels
-    else:
-        try:
-            images, labels = data
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"{what} must be (images, labels) or a Dataset, got {type(data).__name__}"
-            ) from None
+    images, labels = split_pair(data, what)
     return np.asarray(images), np.asarray(labels)
 
 

@@ -35,7 +35,15 @@ from tqdm.auto import tqdm
 
 from cnnjax._src.atomic import atomic_write_bytes
 from cnnjax._src.checkpoint import load_checkpoint, save_checkpoint
-from cnnjax._src.checks import DivergedError, as_key, check_float, check_int, check_positive_int, wait
+from cnnjax._src.checks import (
+    DivergedError,
+    as_key,
+    check_float,
+    check_int,
+    check_positive_int,
+    split_pair,
+    wait,
+)
 from cnnjax._src.contract import Model
 from cnnjax._src.layers import dead_fractions, layer_norms
 from cnnjax._src.paths import check_output_dir
@@ -384,8 +392,8 @@ def fit(
       >>> result.stopped, len(result.history), result.best_epoch in (0, 1)
       ('completed', 2, True)
     """
-    images, labels = _check_split(model, *_pair(train), "training set")
-    val_images, val_labels = _check_split(model, *_pair(val), "validation set")
+    images, labels = _check_split(model, *split_pair(train), "training set")
+    val_images, val_labels = _check_split(model, *split_pair(val), "validation set")
     batch_size = check_positive_int(batch_size, "batch_size")
     epochs = check_positive_int(epochs, "epochs")
     steps_per_checkpoint = check_positive_int(steps_per_checkpoint, "steps_per_checkpoint")
@@ -564,14 +572,6 @@ def _describe(fn: Any) -> str | None:
 
 def _epochs_since_best(history: list[dict], best_epoch: int | None) -> int:
     return len(history) - (best_epoch + 1) if best_epoch is not None else len(history)
-
-
-def _pair(split) -> tuple[Any, Any]:
-    """``(images, labels)`` from a ``Dataset`` or a pair."""
-    if hasattr(split, "images") and hasattr(split, "labels"):
-        return split.images, split.labels
-    images, labels = split
-    return images, labels
 
 
 def _check_split(model: Model, images, labels, what: str):
