@@ -93,7 +93,7 @@ def test_demo_writes_a_self_contained_report(demo_report):
     fashion = "<th>class detectors</th>" in html
     assert html.count('src="data:image/png;base64,') == 5 + 4 + 3 + 4 + 5 + 1 + 4 + 1 + (5 if fashion else 0)
     titles = (
-        "The notes' claims about training",
+        "The notes&#x27; claims about training",
         "Class activation maps",
         "Receptive fields",
         "What units respond to",

@@ -38,6 +38,7 @@ __all__ = ["DoctorResult", "Finding", "doctor"]
 
 RANGE = np.logspace(-3, 0.5, 8).astype(np.float32)  # the range test's learning rates: 1e-3 .. 3
 _MICRO = 8  # micro-batches of the gradient noise scale's estimate
+_STATUSES = ("pass", "warn", "fail")  # in order of severity
 _CHUNK = 256  # images per prediction call (the last chunk is padded: one compile)
 _PROBE = 256  # training examples of the probe (gradient norms, noise scale, activations)
 _HELD_OUT = 512  # validation examples the short runs are scored on
@@ -96,8 +97,7 @@ class DoctorResult(NamedTuple):
     @property
     def status(self) -> str:
         """The worst status of the findings."""
-        order = ("pass", "warn", "fail")
-        return max((f.status for f in self.findings), key=order.index, default="pass")
+        return max((f.status for f in self.findings), key=_STATUSES.index, default="pass")
 
 
 def doctor(
@@ -190,10 +190,8 @@ def doctor(
             raise ValueError(f"variant {name!r} takes {variant.spec.channels} channels and "
                              f"{variant.spec.num_classes} classes; the model {spec.channels} and "
                              f"{spec.num_classes}")  # fmt: skip
-    findings = [_inputs(spec, images, labels, "train"), _inputs(spec, val_images, val_labels, "val")]
-    inputs = findings[0] if findings[0].status != "pass" else findings[1]
-    inputs = inputs._replace(check="inputs")
-    findings = [inputs]
+    checked = [_inputs(spec, images, labels, "train"), _inputs(spec, val_images, val_labels, "val")]
+    findings = [max(checked, key=lambda f: _STATUSES.index(f.status))]  # the worse; train's if equal
     data = _Data(_finite(images[:examples]), jnp.asarray(labels[:examples], jnp.int32), images, labels,
                  _finite(val_images[:_HELD_OUT]), jnp.asarray(val_labels[:_HELD_OUT], jnp.int32))  # fmt: skip
 
