@@ -114,18 +114,18 @@ def prototypes(n, size, channels, *, noise, seed):
     return images.astype(np.float32), labels
 
 
-def colours(n, *, seed, noise=0.6):
+def colours(n, *, seed, noise=0.6, size=16):
     """Ten classes of noisy colours: what a network ending in global average pooling can learn."""
     rng = np.random.default_rng(seed)
     palette = np.random.default_rng(100).random((10, 1, 1, 3))
     labels = np.arange(n) % 10
-    images = (1 - noise) * palette[labels] + noise * rng.random((n, 16, 16, 3))
+    images = (1 - noise) * palette[labels] + noise * rng.random((n, size, size, 3))
     return images.astype(np.float32), labels
 
 
 def test_minibatch_loss_is_noisier_than_full_batch_and_both_go_down():
-    model = tiny_cnn(size=16)
-    images, labels = colours(64, seed=0)
+    model = tiny_cnn(size=12)
+    images, labels = colours(64, seed=0, size=12)
     result = sgd_vs_full_batch(model, (images, labels), learning_rate=0.02, steps=80, batch_size=8, key=0)
     assert result.losses.shape == (2, 80) and (result.examples, result.batch_size) == (64, 8)
     initial = evaluate(model, model.params, images, labels).loss

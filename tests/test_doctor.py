@@ -32,8 +32,8 @@ def colours(n: int, *, seed: int = 0, size: int = 16):
     return np.clip(palette[labels][:, None, None, :] + noise, 0, 1).astype(np.float32), labels
 
 
-DATA = colours(600)
-MODEL = tiny_cnn(size=16, width=16)
+DATA = colours(600, size=12)
+MODEL = tiny_cnn(size=12, width=16)
 
 
 def _softmax_twice(model):
@@ -54,7 +54,7 @@ SETUPS = {
         DATA,
         HEALTHY_RATE,
     ),
-    "network too small": (tiny_cnn(size=16, width=1), DATA, HEALTHY_RATE),
+    "network too small": (tiny_cnn(size=12, width=1), DATA, HEALTHY_RATE),
     "shuffled labels": (MODEL, (DATA[0], np.random.default_rng(1).permutation(DATA[1])), HEALTHY_RATE),
 }
 
@@ -76,7 +76,7 @@ SHORT = {"unnormalised inputs", "softmax applied twice", "weights 100x too large
 @functools.cache
 def run(setup: str):
     model, data, rate = SETUPS[setup]
-    return doctor(model, data, learning_rate=rate, steps=5 if setup in SHORT else 50, progress=False)
+    return doctor(model, data, learning_rate=rate, steps=5 if setup in SHORT else 30, progress=False)
 
 
 def status(result, check: str) -> str:
@@ -102,7 +102,7 @@ def test_each_check_fires_on_its_broken_setup(setup):
 
 def test_the_range_test_is_one_program_over_the_rates_and_reports_its_curve():
     result = run("healthy")
-    assert result.range_losses.shape == (len(result.learning_rates), 50)
+    assert result.range_losses.shape == (len(result.learning_rates), 30)
     assert (
         HEALTHY_RATE in result.learning_rates.tolist()
         or np.isclose(result.learning_rates, HEALTHY_RATE).any()
@@ -110,7 +110,7 @@ def test_the_range_test_is_one_program_over_the_rates_and_reports_its_curve():
     # the mini-batch loss fell at the healthy rate, and ended higher (or non-finite) at the largest
     end = np.mean(result.range_losses[:, -5:], 1)
     i = int(np.argmin(np.abs(result.learning_rates - HEALTHY_RATE)))
-    assert end[i] < 0.5 * result.range_losses[i, 0]
+    assert end[i] < 0.75 * result.range_losses[i, 0]
     assert not np.isfinite(end[-1]) or end[-1] > end[i]
 
 
@@ -155,8 +155,8 @@ def test_batch_size_fires_far_above_the_noise_scale():
 
 def test_depth_and_width_compares_the_variants():
     model, data, rate = SETUPS["healthy"]
-    same = tiny_cnn(key=1, size=16, width=16)
-    variants = {"same size": same, "1 unit": tiny_cnn(size=16, width=1)}
+    same = tiny_cnn(key=1, size=12, width=16)
+    variants = {"same size": same, "1 unit": tiny_cnn(size=12, width=1)}
     result = doctor(model, data, learning_rate=rate, steps=25, variants=variants, progress=False)
     finding = {f.check: f for f in result.findings}["depth and width"]
     assert (
@@ -176,10 +176,10 @@ def test_regularisation_fires_when_an_unregularised_model_overfits():
 @pytest.mark.parametrize(
     "images, labels, message",
     [
-        (np.zeros((8, 3, 16, 16), np.float32), np.zeros(8, int), "NCHW"),
-        (np.zeros((8, 20, 20, 3), np.float32), np.zeros(8, int), "takes 16x16"),
-        (np.zeros((8, 16, 16, 3), np.float32), np.zeros(7, int), "one integer label per image"),
-        (np.zeros((0, 16, 16, 3), np.float32), np.zeros(0, int), "at least 2"),
+        (np.zeros((8, 3, 12, 12), np.float32), np.zeros(8, int), "NCHW"),
+        (np.zeros((8, 20, 20, 3), np.float32), np.zeros(8, int), "takes 12x12"),
+        (np.zeros((8, 12, 12, 3), np.float32), np.zeros(7, int), "one integer label per image"),
+        (np.zeros((0, 12, 12, 3), np.float32), np.zeros(0, int), "at least 2"),
     ],
 )
 def test_data_that_does_not_fit_the_model_is_refused_before_any_work(images, labels, message):
