@@ -11,7 +11,11 @@ examples, ``steps_per_checkpoint=steps``, validation on ``batch`` examples inclu
 Python loop of the same number of jitted steps, ratio measured in the same run (``fit`` is
 timed with ``_common.time_call``: compile seconds from JAX's compile events during the first
 call, then the median of later calls); and one full epoch of ``fit`` on Fashion-MNIST (54,000
-training images) with its wall time and validation accuracy.
+training images) with its wall time and validation accuracy. ``train_step_instruments``
+times the same jitted step with ``instruments=True`` (per-layer gradient norms,
+update-to-parameter ratios, dead-unit fractions) against the plain step in the same run,
+rounds of each interleaved so that other load on the machine falls on both alike, and emits
+``instrumented_over_plain`` (target <= 1.10); ``--only instruments`` runs that case alone.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -38,10 +43,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=50, help="steps per timed chunk")
     parser.add_argument("--limit", type=int, default=None, help="first N training images only (checks)")
+    parser.add_argument("--only", choices=("all", "instruments"), default="all",
+                        help="'instruments': only the instrumented-against-plain step case")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the instruments case")
     args = parser.parse_args()
     info = device_info()
-    peak = matmul_peak()
-    emit({"case": "matmul_peak", **info, "gflops_per_s": round(peak / 1e9, 1)})
 
     train_all, _ = data.load_fashion_mnist(args.data)
     if args.limit is not None:
@@ -58,14 +64,29 @@ def main() -> None:
     b = args.batch
     x, y = jnp.asarray(train.images[:b]), jnp.asarray(train.labels[:b])
     jitted = jax.jit(step)
-    r = time_jitted(jitted, state, x, y, jax.random.key(0))
-    flops = float(r["cost"]["flops"])
-    rate = flops / r["steady_s"]
-    emit({"case": "train_step", **info, "model": "fashionnet", "batch": b, "compile_s": r["compile_s"],
-          "steady_s": round(r["steady_s"], 4), "runs": r["runs"],
-          "examples_per_s": round(b / r["steady_s"], 1),
-          "gflop_per_example": round(flops / b / 1e9, 4), "gflops_per_s": round(rate / 1e9, 1),
-          "fraction_of_matmul_peak": round(rate / peak, 3)})  # fmt: skip
+
+    if args.only == "all":
+        peak = matmul_peak()
+        emit({"case": "matmul_peak", **info, "gflops_per_s": round(peak / 1e9, 1)})
+        r = time_jitted(jitted, state, x, y, jax.random.key(0))
+        flops = float(r["cost"]["flops"])
+        rate = flops / r["steady_s"]
+        emit({"case": "train_step", **info, "model": "fashionnet", "batch": b, "compile_s": r["compile_s"],
+              "steady_s": round(r["steady_s"], 4), "runs": r["runs"],
+              "examples_per_s": round(b / r["steady_s"], 1),
+              "gflop_per_example": round(flops / b / 1e9, 4), "gflops_per_s": round(rate / 1e9, 1),
+              "fraction_of_matmul_peak": round(rate / peak, 3)})  # fmt: skip
+
+    # The step with instruments against the plain step, same batch, same run.
+    instrumented = jax.jit(make_train_step(model, optimizer, l2=config.l2, augment=augment, instruments=True))
+    r = _interleaved(jitted, instrumented, (state, x, y, jax.random.key(0)), rounds=args.rounds)
+    emit({"case": "train_step_instruments", **info, "model": "fashionnet", "batch": b,
+          "plain_compile_s": r["compile_s"][0], "instrumented_compile_s": r["compile_s"][1],
+          "plain_steady_s": round(r["steady_s"][0], 4), "instrumented_steady_s": round(r["steady_s"][1], 4),
+          "runs_each": r["runs"], "instrumented_over_plain": round(r["steady_s"][1] / r["steady_s"][0], 3),
+          "target": 1.10})  # fmt: skip
+    if args.only == "instruments":
+        return
 
     # fit's chunked lax.scan (one chunk of args.steps steps: one epoch of steps * b examples)
     # against a Python loop of the same number of jitted steps, same run.
@@ -107,6 +128,32 @@ def main() -> None:
           "examples_per_s": round(len(train.labels) / epoch_s, 1),
           "val_accuracy_after_one_epoch": round(h["val_accuracy"], 4),
           "train_loss": round(h["train_loss"], 4)})  # fmt: skip
+
+
+def _interleaved(
+    plain: Callable, other: Callable, args: tuple, *, rounds: int = 7, per_round: int = 5
+) -> dict:
+    """Compile two jitted functions for ``args`` (compile seconds apart), then time them in
+    ``rounds`` alternating rounds of ``per_round`` calls each after a warm-up: the medians of
+    all their calls, so that a burst of other load on the machine falls on both alike."""
+    compiled, compile_s = [], []
+    for fn in (plain, other):
+        t = time.perf_counter()
+        compiled.append(fn.lower(*args).compile())
+        compile_s.append(round(time.perf_counter() - t, 3))
+        jax.block_until_ready(compiled[-1](*args))  # warm-up
+    times: list[list[float]] = [[], []]
+    for _ in range(rounds):
+        for i, fn in enumerate(compiled):
+            for _ in range(per_round):
+                t = time.perf_counter()
+                jax.block_until_ready(fn(*args))
+                times[i].append(time.perf_counter() - t)
+    return {
+        "compile_s": compile_s,
+        "steady_s": [statistics.median(t) for t in times],
+        "runs": rounds * per_round,
+    }
 
 
 if __name__ == "__main__":

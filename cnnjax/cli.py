@@ -110,7 +110,8 @@ def _cmd_train(args) -> int:
     try:
         result, manifest = train_fashionnet(args.data_dir, args.out, config, checkpoint_dir=args.checkpoints,
                                             download=args.download, progress=not args.quiet,
-                                            overwrite=args.overwrite, restart=args.restart)  # fmt: skip
+                                            overwrite=args.overwrite, restart=args.restart,
+                                            instruments=args.instruments)  # fmt: skip
     except DataNotFoundError as e:
         raise _data_not_found(e) from None
     save_image(args.out / "curves.png", training_curves(result.history))
@@ -144,6 +145,38 @@ def _cmd_evaluate(args) -> int:
         mask = test.labels == c
         print(f"  {name:<12} {np.mean(pred[mask] == c):.4f}")
     return 0
+
+
+def _cmd_doctor(args) -> int:
+    from flax import nnx
+
+    from cnnjax import data
+    from cnnjax.diagnose import doctor
+    from cnnjax.models import FashionNet, fashionnet_model, load_model
+    from cnnjax.report import doctor_report
+
+    try:
+        train_all, _ = data.load_fashion_mnist(args.data_dir, download=args.download)
+    except data.DataNotFoundError as e:
+        raise _data_not_found(e) from None
+    train, val = data.split_train_val(train_all, 0.1, key=args.key)
+    train = (train.images[: args.limit], train.labels[: args.limit])
+    val = (val.images[: args.limit // 4 or 1], val.labels[: args.limit // 4 or 1])
+    if args.fresh:
+        model = fashionnet_model(FashionNet(rngs=nnx.Rngs(args.key)))
+    else:
+        model = load_model(args.model, weights_dir=args.weights)
+    narrower = fashionnet_model(FashionNet(rngs=nnx.Rngs(args.key), widths=(8, 8, 16, 16, 32)))
+    what = "a freshly initialised" if args.fresh else "the trained"
+    _note(f"doctor: {what} {args.model}, {len(train[1])} training and {len(val[1])} validation images")
+    result = doctor(model, train, val, learning_rate=args.learning_rate, batch_size=args.batch_size,
+                    l2=args.l2, augment=args.augment, examples=args.examples, steps=args.steps,
+                    variants={"4x narrower": narrower}, progress=not args.quiet)  # fmt: skip
+    print(result.summary())
+    index = doctor_report(args.out, result, val[0], val[1], model.spec.class_names,
+                          title=f"cnnjax doctor: {what} {args.model}")  # fmt: skip
+    print(f"wrote {index}")
+    return 1 if result.status == "fail" else 0
 
 
 def _note(message: str) -> None:
@@ -584,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("cnnjax-train"), help="where the weights go")
     p.add_argument("--checkpoints", type=Path, default=None, help="resumable checkpoints here")
     p.add_argument("--restart", action="store_true", help="start afresh even if --checkpoints holds a run")
+    p.add_argument("--instruments", action="store_true", help="log gradient norms, update ratios, dead units")
     p.add_argument("--overwrite", action="store_true", help="replace weights already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_cmd_train)
@@ -594,6 +628,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None, help="folder with the data set's files")
     p.add_argument("--download", action="store_true", help="download the data set if it is missing")
     p.set_defaults(run=_cmd_evaluate)
+
+    p = sub.add_parser("doctor", help="check a network and its data for the usual reasons it isn't working")
+    p.add_argument("--model", choices=["fashionnet"], default="fashionnet", help="the architecture")
+    p.add_argument("--weights", type=Path, default=None, help="folder with weights (default: bundled)")
+    p.add_argument("--fresh", action="store_true", help="check a freshly initialised network instead")
+    p.add_argument("--data", choices=["fashion-mnist"], default="fashion-mnist", help="the data set")
+    p.add_argument("--data-dir", type=Path, default=None, help="folder with the data set's files")
+    p.add_argument("--download", action="store_true", help="download the data set if it is missing")
+    p.add_argument("--limit", type=_positive_int, default=4000, help="training images checked (4000)")
+    p.add_argument("--learning-rate", type=_positive_float, default=0.05, help="the rate you train with")
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="the batch size you train with")
+    p.add_argument("--l2", type=_nonnegative_float, default=0.0, help="the L2 penalty you train with")
+    p.add_argument("--augment", action="store_true", help="you train with augmentation")
+    p.add_argument("--examples", type=_positive_int, default=32, help="examples the short runs fit (32)")
+    p.add_argument("--steps", type=_positive_int, default=50, help="steps of each short run (50)")
+    p.add_argument("--key", type=int, default=0, help="random seed (0)")
+    p.add_argument("--out", type=Path, default=Path("cnnjax-doctor"), help="where the page goes")
+    p.add_argument("--overwrite", action="store_true", help="replace a page already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_doctor)
 
     p = sub.add_parser("visualize", help="images that maximise channels, neurons or classes (a PNG grid)")
     p.add_argument("--layer", help="the layer of --units (see cnnjax models --layers)")
@@ -851,6 +905,8 @@ def _check_outputs(args) -> None:
         if args.export is not None:
             results = ("results.json", "results.csv", "results.html")
             check_output_dir(args.export, results=results, overwrite=overwrite, what="results folder")
+    elif args.command == "doctor":
+        check_output_dir(args.out, results=("index.html",), overwrite=overwrite, what="doctor folder")
     elif args.command == "demo":
         results = ("index.html", "results.json")
         check_output_dir(args.out, results=results, overwrite=overwrite, what="report folder")

@@ -88,12 +88,22 @@ def test_demo_writes_a_self_contained_report(demo_report):
     # empirical fields and a unit segmentation; one figure each for activation maximisation,
     # DeepDream, inversion and style transfer; the robustness curve and four adversarial
     # figures; the fooling images (the evolved ones only with --full); and four units' top images
-    # (FashionNet's class detectors only where Fashion-MNIST is found).
+    # (FashionNet's class detectors only where Fashion-MNIST is found); the notes' claims: the
+    # momentum paths (and, with Fashion-MNIST, the SGD curves and the ablation).
     fashion = "<th>class detectors</th>" in html
-    assert html.count('src="data:image/png;base64,') == 5 + 4 + 3 + 4 + 5 + 1 + 4 + (3 if fashion else 0)
-    titles = ("Class activation maps", "Receptive fields", "What units respond to",
-              "Activation maximisation", "DeepDream", "Inversion", "Style transfer", "Adversarial examples",
-              "Fooling images")  # fmt: skip
+    assert html.count('src="data:image/png;base64,') == 5 + 4 + 3 + 4 + 5 + 1 + 4 + 1 + (5 if fashion else 0)
+    titles = (
+        "The notes&#x27; claims about training",
+        "Class activation maps",
+        "Receptive fields",
+        "What units respond to",
+        "Activation maximisation",
+        "DeepDream",
+        "Inversion",
+        "Style transfer",
+        "Adversarial examples",
+        "Fooling images",
+    )
     for title in titles:
         assert f"<h2>{title}</h2>" in html
     # With the app's extra installed (the test extra installs it), its section: the unit page and

@@ -15,6 +15,7 @@ BASE = {
     "models": ["models"],
     "train": ["train", "--data-dir", "NODATA"],
     "evaluate": ["evaluate", "--data-dir", "NODATA"],
+    "doctor": ["doctor", "--data-dir", "NODATA"],
     "visualize": ["visualize", "--model", "fashionnet", "--classes", "1"],
     "dream": ["dream", "IMG.png", "--model", "fashionnet", "--layers", "conv3"],
     "invert": ["invert", "IMG.png", "--model", "fashionnet", "--layers", "conv3"],
@@ -98,6 +99,7 @@ def test_a_bad_option_value_is_refused_by_the_parser(workdir, capsys, command, o
     [
         (["classify", "MISSING.png", "--model", "fashionnet"], "MISSING.png"),
         (["evaluate", "--weights", "NOWHERE"], "NOWHERE"),
+        (["doctor", "--data-dir", "NOWHERE"], "NOWHERE"),
         (["train", "--data-dir", "NODATA"], "--data-dir"),
         (["visualize", "--model", "fashionnet", "--layer", "nope", "--units", "0"], "unknown layer 'nope'"),
         (["visualize", "--model", "fashionnet", "--layer", "conv3", "--units", "999"], "channels"),

@@ -29,10 +29,13 @@ def tiny_fashion(tmp_path_factory):
 def test_train_then_evaluate(tiny_fashion, tmp_path, capsys):
     out = tmp_path / "weights"
     code = main(["train", "--data-dir", str(tiny_fashion), "--epochs", "2", "--batch-size", "32",
-                 "--learning-rate", "0.05", "--out", str(out), "--quiet"])  # fmt: skip
+                 "--learning-rate", "0.05", "--out", str(out), "--quiet", "--instruments"])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0, printed
     manifest = json.loads((out / "fashionnet.json").read_text())
+    instruments = manifest["training"]["history"][-1]["instruments"]
+    assert set(instruments["grad_norm"]) == {"convs/0", "convs/1", "convs/2", "convs/3", "convs/4", "dense"}
+    assert 0 <= instruments["dead_fraction"]["conv5"] <= 1 and instruments["steps"] == 540 // 32
     assert manifest["training"]["examples"] == {"train": 540, "validation": 60, "test": 100}
     assert manifest["training"]["config"]["epochs"] == 2 and len(manifest["training"]["history"]) == 2
     assert f"test accuracy {manifest['test_accuracy']:.4f}" in printed

@@ -232,7 +232,16 @@ def test_output_paths_are_checked_before_any_work(tmp_path, monkeypatch, capsys,
 # -- the command line's own manners ---------------------------------------------------------------
 
 
+def _sigint_not_ignored():
+    """Let the children see Ctrl-C: a shell starts background jobs with SIGINT ignored, the
+    children of an ignoring process inherit that, and Python leaves an ignored SIGINT ignored.
+    A handled signal is reset to its default in a new program, so handling it here is enough."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_cli(*args, **kwargs):
+    _sigint_not_ignored()
     return subprocess.Popen([sys.executable, "-m", "cnnjax.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kwargs)  # fmt: skip
 
@@ -301,6 +310,7 @@ def test_ctrl_c_in_the_python_api_raises_keyboard_interrupt_promptly():
         "except KeyboardInterrupt:\n"
         "    print(f'stopped {time.perf_counter() - t0:.1f}')\n"
     )
+    _sigint_not_ignored()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.startswith("stopped"), out.stderr
     assert float(out.stdout.split()[1]) < 15

@@ -32,6 +32,7 @@ __all__ = [
     "check_finite_run",
     "check_float",
     "check_labels",
+    "split_pair",
     "check_floats",
     "check_images",
     "check_int",
@@ -274,3 +275,16 @@ def check_labels(logits: jax.Array, labels: jax.Array) -> None:
             f"labels must have the shape of logits without its class axis: "
             f"logits {jnp.shape(logits)}, labels {jnp.shape(labels)}"
         )
+
+
+def split_pair(split: Any, what: str = "data") -> tuple[Any, Any]:
+    """``(images, labels)`` of a data split given as a ``Dataset`` or a pair; else a ``ValueError``."""
+    if hasattr(split, "images") and hasattr(split, "labels"):
+        return split.images, split.labels
+    try:
+        images, labels = split
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{what} must be (images, labels) or a Dataset, got {type(split).__name__}"
+        ) from None
+    return images, labels

@@ -64,13 +64,17 @@ class FashionNet(nnx.Module):
       num_classes: outputs (10).
       channels: input channels (1).
       dropout_rate: before the classifier (0.5).
+      widths: channels of the five convolutions (a narrower network for comparisons).
     """
 
     def __init__(self, *, rngs: nnx.Rngs, value_mapping: ValueMapping = ValueMapping(),
-                 num_classes: int = 10, channels: int = 1, dropout_rate: float = 0.5):  # fmt: skip
-        widths = (channels, 32, 32, 64, 64, 128)
-        self.convs = nnx.List([Conv3x3(a, b, rngs=rngs) for a, b in zip(widths, widths[1:])])
-        self.dense = nnx.Linear(128, num_classes, rngs=rngs)
+                 num_classes: int = 10, channels: int = 1, dropout_rate: float = 0.5,
+                 widths: tuple[int, int, int, int, int] = (32, 32, 64, 64, 128)):  # fmt: skip
+        if len(widths) != 5:
+            raise ValueError(f"widths: FashionNet has 5 convolutions, got {len(widths)} widths")
+        chain = (channels, *widths)
+        self.convs = nnx.List([Conv3x3(a, b, rngs=rngs) for a, b in zip(chain, chain[1:])])
+        self.dense = nnx.Linear(widths[-1], num_classes, rngs=rngs)
         self.value_mapping = value_mapping
         self.dropout_rate = dropout_rate
 

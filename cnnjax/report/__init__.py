@@ -12,12 +12,14 @@ Everything here draws with NumPy and Pillow and returns RGB images ``[h, w, 3]``
 * :func:`unit_gallery`, :func:`dissection_report`, :func:`unit_figure`, :func:`units_page`,
   :func:`selectivity_table`, :func:`type_chart`: what units mean (top images and segments,
   class selectivity, semantic types per layer).
+* :func:`doctor_report`: the page of ``cnnjax doctor``.
 * :func:`run_demo`, :class:`DemoContext`, :data:`SECTIONS`: ``cnnjax demo``.
 """
 
 from cnnjax.report._context import DemoContext as DemoContext
 from cnnjax.report._demo import SECTIONS as SECTIONS
 from cnnjax.report._demo import run_demo as run_demo
+from cnnjax.report._doctor import doctor_report as doctor_report
 from cnnjax.report._figures import adversarial_figure as adversarial_figure
 from cnnjax.report._figures import captioned_grid as captioned_grid
 from cnnjax.report._gallery import dissection_report as dissection_report
@@ -50,6 +52,7 @@ __all__ = [
     "bars",
     "captioned_grid",
     "dissection_report",
+    "doctor_report",
     "figure",
     "heatmap",
     "line_plot",

@@ -23,6 +23,7 @@ from cnnjax._src.samples import sample_photos
 from cnnjax.models import classify, load_model, read_manifest
 from cnnjax.report._attacks import adversarial_section
 from cnnjax.report._context import DemoContext
+from cnnjax.report._diagnose import claims_section
 from cnnjax.report._html import Report, Section, bars, figure, table
 from cnnjax.report._localisation import cam_section, receptive_field_section
 from cnnjax.report._plots import training_curves
@@ -98,9 +99,10 @@ def training_section(ctx: DemoContext) -> Section:
     return Section("Training", body)
 
 
-#: The demo's sections, in order: training, localisation, units, synthesis, breaking CNNs.
+#: The demo's sections, in order: training (and the notes' claims about it), localisation, units,
+#: synthesis, breaking CNNs.
 SECTIONS: list[Callable[[DemoContext], Section]] = [
-    classification_section, model_section, training_section,
+    classification_section, model_section, training_section, claims_section,
     cam_section, receptive_field_section, units_section,
     visualize_section, dream_section, invert_section, style_section,
     adversarial_section, fooling_section,

@@ -81,6 +81,7 @@ def train_fashionnet(
     limit: int | None = None,
     overwrite: bool = False,
     restart: bool = False,
+    instruments: bool = False,
 ) -> tuple[FitResult, dict]:
     """Train FashionNet on Fashion-MNIST and write its weights and manifest into ``out_dir``.
 
@@ -100,6 +101,8 @@ def train_fashionnet(
       limit: use only the first ``limit`` training and test examples (for quick checks).
       overwrite: replace weights already in ``out_dir`` (else they are refused, before any work).
       restart: start afresh even if ``checkpoint_dir`` holds a run.
+      instruments: log per-layer gradient norms, update ratios and dead units each epoch (see
+        ``fit``); they go into the history and the manifest.
 
     Returns:
       ``(fit_result, manifest)``.
@@ -141,6 +144,7 @@ def train_fashionnet(
         batch_size=config.batch_size, key=config.seed, l2=config.l2,
         augment=augmentation(flip=config.flip, crop_pad=config.crop_pad),
         patience=config.patience, checkpoint_dir=checkpoint_dir, progress=progress, restart=restart,
+        instruments=instruments,
         settings={"recipe": "fashionnet", **dataclasses.asdict(config), "limit": limit},
     )  # fmt: skip
     seconds = time.perf_counter() - t0

@@ -35,8 +35,17 @@ from tqdm.auto import tqdm
 
 from cnnjax._src.atomic import atomic_write_bytes
 from cnnjax._src.checkpoint import load_checkpoint, save_checkpoint
-from cnnjax._src.checks import DivergedError, as_key, check_float, check_int, check_positive_int, wait
+from cnnjax._src.checks import (
+    DivergedError,
+    as_key,
+    check_float,
+    check_int,
+    check_positive_int,
+    split_pair,
+    wait,
+)
 from cnnjax._src.contract import Model
+from cnnjax._src.layers import dead_fractions, layer_norms
 from cnnjax._src.paths import check_output_dir
 from cnnjax.training._optim import cross_entropy, l2_penalty, momentum_sgd
 
@@ -44,6 +53,9 @@ __all__ = ["EvaluateResult", "FitResult", "TrainState", "evaluate", "fit", "make
 
 #: The optimizer's default learning rate when ``fit`` picks the optimizer.
 DEFAULT_LEARNING_RATE = 0.05
+
+#: The per-layer measurements ``train_step(..., instruments=True)`` adds to its metrics.
+_INSTRUMENTS = ("grad_norm", "update_ratio", "dead_fraction")
 
 
 class TrainState(NamedTuple):
@@ -89,7 +101,7 @@ def _optimizer_for(optimizer, learning_rate) -> optax.GradientTransformation:
 
 
 def train_step(state: TrainState, images, labels, key, hyper, *, apply, train_apply, optimizer,
-               l2_exclude=("bias", "scale"), augment=None, mesh=None):  # fmt: skip
+               l2_exclude=("bias", "scale"), augment=None, mesh=None, instruments=False):  # fmt: skip
     """One training step: ``(state, metrics)`` after one gradient step on one batch.
 
     The loss is ``cross_entropy(train_logits) + l2_penalty(params, hyper["l2"])``; ``metrics``
@@ -97,6 +109,27 @@ def train_step(state: TrainState, images, labels, key, hyper, *, apply, train_ap
     ``mesh``, the batch is sharded over its first axis (data parallelism; parameters are
     replicated and XLA inserts the gradient all-reduce). ``hyper`` holds the traced
     hyperparameters ``learning_rate`` (for an optimizer given as a function of it) and ``l2``.
+
+    With ``instruments``, ``metrics`` also holds three dicts computed in the same step (the
+    parameters and the loss are the same as without). A layer of the parameters is a leaf's
+    path without the parameter's own name: ``params["conv1"]["w"]`` and ``["conv1"]["b"]`` are
+    ``"conv1"``, an NNX module's ``["convs"][0]["kernel"].value`` is ``"convs/0"``, a leaf at
+    the top of the pytree is a layer of its own.
+
+    * ``grad_norm``: layer -> the L2 norm of that layer's gradient (all its leaves together;
+      the gradient the optimizer receives, L2 penalty included);
+    * ``update_ratio``: layer -> ``||update|| / ||params||``, the optimizer's step against the
+      parameters before it (about 1e-3 is the usual healthy order of magnitude; inf for a
+      layer whose parameters are all zero);
+    * ``dead_fraction``: spatial layer -> the fraction of its channels that are zero at every
+      position of every example of the batch (dead ReLU units; every 4-D activation except
+      ``"input"``, and only units exactly zero count, so a layer without a ReLU reads about 0).
+      Without ``train_apply`` the activations are those of the loss's own forward pass. With
+      it (it returns only logits), they are ``apply``'s (evaluation mode) on the same batch
+      and parameters: the same values as in training mode in every layer before the first
+      one that behaves otherwise in training (dropout, batch statistics; all of FashionNet's
+      spatial layers), and the same computation, which XLA's common-subexpression elimination
+      shares with the training forward instead of running it twice.
     """
     if mesh is not None:
         images, labels = _shard_batch(images, mesh), _shard_batch(labels, mesh)
@@ -105,19 +138,33 @@ def train_step(state: TrainState, images, labels, key, hyper, *, apply, train_ap
         images = augment(aug_key, images)
 
     def loss_fn(params):
+        dead = None
         if train_apply is not None:
             logits = train_apply(params, images, dropout_key)
         else:
-            logits = apply(params, images)["logits"]
+            acts = apply(params, images)
+            logits = acts["logits"]
+            if instruments:
+                dead = dead_fractions(acts)
         data_loss = cross_entropy(logits, labels)
         total = data_loss + l2_penalty(params, hyper["l2"], exclude=l2_exclude)
-        return total, (data_loss, jnp.sum(jnp.argmax(logits, -1) == labels))
+        return total, (data_loss, jnp.sum(jnp.argmax(logits, -1) == labels), dead)
 
-    grads, (loss, correct) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads, (loss, correct, dead) = jax.grad(loss_fn, has_aux=True)(state.params)
     tx = _optimizer_for(optimizer, hyper.get("learning_rate"))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return TrainState(params, opt_state), {"loss": loss, "correct": correct}
+    metrics = {"loss": loss, "correct": correct}
+    if instruments:
+        if dead is None:  # train_apply gives only logits: apply's activations, see above
+            dead = dead_fractions(apply(state.params, images))
+        grad_norm = layer_norms(grads)
+        update_norm, param_norm = layer_norms(updates), layer_norms(state.params)
+        metrics["grad_norm"] = grad_norm
+        zero = jnp.float32(0.0)  # a layer the optimizer leaves out (an optax mask) has no update
+        metrics["update_ratio"] = {k: update_norm.get(k, zero) / param_norm[k] for k in grad_norm}
+        metrics["dead_fraction"] = dead
+    return TrainState(params, opt_state), metrics
 
 
 def make_train_step(
@@ -129,17 +176,20 @@ def make_train_step(
     l2_exclude: tuple[str, ...] = ("bias", "scale"),
     augment: Callable | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    instruments: bool = False,
 ) -> Callable:
     """One training step as a pure function ``step(state, images, labels, key) -> (state, metrics)``.
 
-    :func:`train_step` with the model, the optimizer and the hyperparameters bound (see there).
+    :func:`train_step` with the model, the optimizer and the hyperparameters bound (see there);
+    ``instruments`` adds per-layer gradient norms, update-to-parameter ratios and dead-unit
+    fractions to ``metrics``.
     """
     hyper = {"l2": jnp.float32(l2)}
     if not isinstance(optimizer, optax.GradientTransformation):
         hyper["learning_rate"] = jnp.float32(learning_rate)
     return functools.partial(
         _bound_step, hyper=hyper, apply=model.apply, train_apply=model.train_apply, optimizer=optimizer,
-        l2_exclude=tuple(l2_exclude), augment=augment, mesh=mesh,
+        l2_exclude=tuple(l2_exclude), augment=augment, mesh=mesh, instruments=bool(instruments),
     )  # fmt: skip
 
 
@@ -218,22 +268,34 @@ def _eval_sums(apply, params, xs, ys, masks):
         "mesh",
         "batch_size",
         "length",
+        "instruments",
     ),
 )
 def _run_chunk(state, images, labels, perm, epoch_key, start, hyper, *, apply, train_apply, optimizer,
-               l2_exclude, augment, mesh, batch_size, length):  # fmt: skip
-    """``length`` steps over the batches ``perm[start * batch_size :]``, one ``lax.scan``."""
+               l2_exclude, augment, mesh, batch_size, length, instruments=False):  # fmt: skip
+    """``length`` steps over the batches ``perm[start * batch_size :]``, one ``lax.scan``.
+
+    Returns the state, the sums of the losses and correct counts, whether every loss was finite,
+    and with ``instruments`` a fifth output: the sums over the steps of ``grad_norm`` and
+    ``update_ratio`` and the last step's ``dead_fraction``.
+    """
 
     def body(state, i):
         idx = jax.lax.dynamic_slice(perm, ((start + i) * batch_size,), (batch_size,))
         key = jax.random.fold_in(epoch_key, start + i)
         state, m = train_step(state, images[idx], labels[idx], key, hyper, apply=apply,
                               train_apply=train_apply, optimizer=optimizer, l2_exclude=l2_exclude,
-                              augment=augment, mesh=mesh)  # fmt: skip
-        return state, (m["loss"], m["correct"])
+                              augment=augment, mesh=mesh, instruments=instruments)  # fmt: skip
+        extra = {k: m[k] for k in _INSTRUMENTS} if instruments else None
+        return state, (m["loss"], m["correct"], extra)
 
-    state, (losses, correct) = jax.lax.scan(body, state, jnp.arange(length))
-    return state, jnp.sum(losses), jnp.sum(correct), jnp.all(jnp.isfinite(losses))
+    state, (losses, correct, extra) = jax.lax.scan(body, state, jnp.arange(length))
+    out = (state, jnp.sum(losses), jnp.sum(correct), jnp.all(jnp.isfinite(losses)))
+    if instruments:
+        out += ({"grad_norm": jax.tree.map(lambda v: jnp.sum(v, 0), extra["grad_norm"]),
+                 "update_ratio": jax.tree.map(lambda v: jnp.sum(v, 0), extra["update_ratio"]),
+                 "dead_fraction": jax.tree.map(lambda v: v[-1], extra["dead_fraction"])},)  # fmt: skip
+    return out
 
 
 def fit(
@@ -256,6 +318,7 @@ def fit(
     mesh: jax.sharding.Mesh | None = None,
     restart: bool = False,
     settings: dict | None = None,
+    instruments: bool = False,
 ) -> FitResult:
     """Train ``model.params`` with mini-batch gradient steps; keep the best by validation loss.
 
@@ -297,9 +360,21 @@ def fit(
         the new run goes).
       settings: further JSON-able settings of the caller's own (e.g. a recipe's
         configuration), recorded and compared on resume like the rest.
+      instruments: measure each step's per-layer gradient norms, update-to-parameter ratios
+        and dead-unit fractions inside the compiled steps (:func:`train_step`) and log them per
+        epoch in ``history`` and ``metrics.jsonl`` under ``"instruments"``: ``grad_norm`` and
+        ``update_ratio`` are means over the epoch's steps, ``dead_fraction`` is the epoch's
+        last step's, ``steps`` the number of steps averaged (all of the epoch's, unless a run
+        without instruments did some of them before a resume). The parameters are the same
+        as without; a resumed run may switch them on or off.
 
     Returns:
-      A :class:`FitResult`; its ``history`` is what ``cnnjax.report.training_curves`` draws.
+      A :class:`FitResult`; its ``history`` (one dict per epoch: ``train_loss`` and
+      ``train_accuracy``, running means over the epoch's steps in training mode;
+      ``train_eval_loss`` and ``train_eval_accuracy``, measured after the epoch in evaluation
+      mode on the first ``min(len(train), len(val))`` training examples; ``val_loss``,
+      ``val_accuracy``; ``seconds``; with ``instruments``, ``instruments``) is what
+      ``cnnjax.report.training_curves`` draws and :mod:`cnnjax.diagnose` reads.
 
     Raises:
       ValueError: bad data (shapes, label range, empty sets), a batch larger than the training
@@ -317,8 +392,8 @@ def fit(
       >>> result.stopped, len(result.history), result.best_epoch in (0, 1)
       ('completed', 2, True)
     """
-    images, labels = _check_split(model, *_pair(train), "training set")
-    val_images, val_labels = _check_split(model, *_pair(val), "validation set")
+    images, labels = _check_split(model, *split_pair(train), "training set")
+    val_images, val_labels = _check_split(model, *split_pair(val), "validation set")
     batch_size = check_positive_int(batch_size, "batch_size")
     epochs = check_positive_int(epochs, "epochs")
     steps_per_checkpoint = check_positive_int(steps_per_checkpoint, "steps_per_checkpoint")
@@ -356,7 +431,7 @@ def fit(
     }  # fmt: skip
     static = dict(apply=model.apply, train_apply=model.train_apply, optimizer=optimizer,
                   l2_exclude=tuple(l2_exclude), augment=augment, mesh=mesh,
-                  batch_size=batch_size)  # fmt: skip
+                  batch_size=batch_size, instruments=bool(instruments))  # fmt: skip
     steps_per_epoch = len(labels) // batch_size
     chunk = max(1, min(steps_per_checkpoint, steps_per_epoch))
 
@@ -371,14 +446,18 @@ def fit(
         epoch, start, history = record["epoch"], record["step"], record["history"]
         best = {"epoch": record["best_epoch"], "val_loss": record["best_val_loss"], "params": best_params}
         sums = record["sums"]
+        inst = record.get("instrument_sums") or _no_instruments()
     else:
         sums = [0.0, 0]  # the epoch's training loss sum and correct count so far
+        inst = _no_instruments()  # the epoch's instrument sums so far (with instruments)
 
     def save_last():
         if ckpt_dir is not None:
             record = {"epoch": epoch, "step": start, "history": history, "sums": sums,
                       "best_epoch": best["epoch"], "best_val_loss": best["val_loss"],
                       "settings": run_settings}  # fmt: skip
+            if instruments:
+                record["instrument_sums"] = inst
             save_checkpoint(ckpt_dir / "last.ckpt", (state, best["params"]), record)
 
     def result(stopped: str, message: str) -> FitResult:
@@ -386,6 +465,7 @@ def fit(
         return FitResult(best_model, best["params"], state.params, history, best["epoch"], stopped, message)
 
     images_dev, labels_dev = jnp.asarray(images), jnp.asarray(labels)
+    n_train_eval = min(len(labels), len(val_labels))
     bad_epochs = _epochs_since_best(history, best["epoch"])
     while epoch < epochs:
         if patience is not None and bad_epochs >= patience:
@@ -397,7 +477,7 @@ def fit(
                    unit="step", disable=not progress, leave=False, file=sys.stderr)  # fmt: skip
         while start < steps_per_epoch:
             length = min(chunk, steps_per_epoch - start)
-            new_state, l_sum, c_sum, finite = _run_chunk(
+            new_state, l_sum, c_sum, finite, *extra = _run_chunk(
                 state, images_dev, labels_dev, perm, epoch_key, start, hyper, length=length, **static
             )
             if not bool(wait(finite)):
@@ -409,17 +489,27 @@ def fit(
                 raise DivergedError(message, result("diverged", message))
             state, start = new_state, start + length
             sums = [sums[0] + float(l_sum), sums[1] + int(c_sum)]
+            if instruments:
+                inst = _add_instruments(inst, jax.device_get(extra[0]), length)
             bar.update(length)
             bar.set_postfix(loss=f"{float(l_sum) / length:.4f}")
             save_last()
         bar.close()
         val_loss, val_acc = evaluate(model, state.params, val_images, val_labels)
+        # The training error as the bias/variance analysis needs it: in evaluation mode (no
+        # dropout, no augmentation), on a fixed sample of training examples as large as the
+        # validation set.
+        train_eval_loss, train_eval_acc = evaluate(model, state.params, images[:n_train_eval],
+                                                   labels[:n_train_eval])  # fmt: skip
         history.append({
             "epoch": epoch + 1, "train_loss": sums[0] / steps_per_epoch,
             "train_accuracy": sums[1] / (steps_per_epoch * batch_size),
+            "train_eval_loss": train_eval_loss, "train_eval_accuracy": train_eval_acc,
             "val_loss": val_loss, "val_accuracy": val_acc,
             "seconds": round(time.perf_counter() - t0, 3),
         })  # fmt: skip
+        if instruments and inst["steps"]:
+            history[-1]["instruments"] = _mean_instruments(inst)
         if val_loss < best["val_loss"]:
             best = {"epoch": epoch, "val_loss": val_loss, "params": state.params}
             bad_epochs = 0
@@ -427,7 +517,7 @@ def fit(
                 save_checkpoint(ckpt_dir / "best.ckpt", state.params, history[-1])
         else:
             bad_epochs += 1
-        epoch, start, sums = epoch + 1, 0, [0.0, 0]
+        epoch, start, sums, inst = epoch + 1, 0, [0.0, 0], _no_instruments()
         save_last()
         if ckpt_dir is not None:
             lines = "".join(json.dumps(h) + "\n" for h in history)
@@ -446,6 +536,30 @@ def fit(
     return result("completed", f"completed {epochs} epochs")
 
 
+def _no_instruments() -> dict:
+    return {"steps": 0, "grad_norm": {}, "update_ratio": {}, "dead_fraction": {}}
+
+
+def _add_instruments(inst: dict, chunk: dict, length: int) -> dict:
+    """The epoch's instrument sums after one more chunk of ``length`` steps (host floats)."""
+    return {
+        "steps": inst["steps"] + length,
+        **{kind: {layer: inst[kind].get(layer, 0.0) + float(v) for layer, v in chunk[kind].items()}
+           for kind in ("grad_norm", "update_ratio")},
+        "dead_fraction": {layer: float(v) for layer, v in chunk["dead_fraction"].items()},
+    }  # fmt: skip
+
+
+def _mean_instruments(inst: dict) -> dict:
+    n = inst["steps"]
+    return {
+        "grad_norm": {layer: v / n for layer, v in inst["grad_norm"].items()},
+        "update_ratio": {layer: v / n for layer, v in inst["update_ratio"].items()},
+        "dead_fraction": dict(inst["dead_fraction"]),
+        "steps": n,
+    }
+
+
 def _describe(fn: Any) -> str | None:
     """A name for an optimizer or an augmentation, to compare the settings of two runs."""
     if fn is None:
@@ -458,14 +572,6 @@ def _describe(fn: Any) -> str | None:
 
 def _epochs_since_best(history: list[dict], best_epoch: int | None) -> int:
     return len(history) - (best_epoch + 1) if best_epoch is not None else len(history)
-
-
-def _pair(split) -> tuple[Any, Any]:
-    """``(images, labels)`` from a ``Dataset`` or a pair."""
-    if hasattr(split, "images") and hasattr(split, "labels"):
-        return split.images, split.labels
-    images, labels = split
-    return images, labels
 
 
 def _check_split(model: Model, images, labels, what: str):
