@@ -31,6 +31,7 @@ from cnnjax import synthesis as synthesis
 from cnnjax import training as training
 from cnnjax import transforms as transforms
 from cnnjax import units as units
+from cnnjax._src.cache import use_compilation_cache as _use_compilation_cache
 from cnnjax._src.checks import DivergedError as DivergedError
 from cnnjax._src.contract import Activations as Activations
 from cnnjax._src.contract import ApplyFn as ApplyFn
@@ -108,3 +109,5 @@ __all__ = [
     "units",
     "visualize",
 ]
+
+_use_compilation_cache()  # compiled programs kept on disk, once per machine (CNNJAX_CACHE_DIR=off: not)
