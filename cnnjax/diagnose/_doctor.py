@@ -30,8 +30,10 @@ import optax
 from tqdm.auto import tqdm
 
 from cnnjax._src.checks import check_float, check_positive_int, split_pair
+from cnnjax._src.chunks import pad_rows
 from cnnjax._src.contract import Model
 from cnnjax._src.layers import layer_norms
+from cnnjax.data import channel_stats
 from cnnjax.training import cross_entropy
 
 __all__ = ["DoctorResult", "Finding", "doctor"]
@@ -286,8 +288,7 @@ def _inputs(spec, images: np.ndarray, labels: np.ndarray, what: str) -> Finding:
     if len(bad):
         return Finding("inputs", "fail", f"{what} labels outside [0, {k}): {bad[:3].tolist()}",
                        f"labels are class indices 0 .. {k - 1}")  # fmt: skip
-    flat = images.reshape(-1, images.shape[-1])
-    mean, std = flat.mean(0), flat.std(0)
+    mean, std = channel_stats(images)
     counts = np.bincount(labels, minlength=k)
     evidence = (
         f"{what} values in [{lo:.3g}, {hi:.3g}]; per-channel mean {[round(float(v), 3) for v in mean]}, "
@@ -323,9 +324,14 @@ def _loss(apply, params, x, y):
 @functools.partial(jax.jit, static_argnames=("apply", "micro"))
 def _probe(apply, params, x, y, *, micro):
     """Activations, loss, gradient norms and the gradient noise scale at ``params``."""
-    acts = apply(params, x)
+
+    def loss_and_activations(p):
+        acts = apply(p, x)
+        return cross_entropy(acts["logits"], y), acts
+
+    # one forward pass gives the loss, its gradient and the activations
+    (loss, acts), grads = jax.value_and_grad(loss_and_activations, has_aux=True)(params)
     logits = acts["logits"]
-    loss, grads = jax.value_and_grad(functools.partial(_loss, apply))(params, x, y)
     out = {
         "logits": logits,
         "loss": loss,
@@ -636,8 +642,8 @@ def _predict_all(model, images):
     for i in range(0, len(images), _CHUNK):
         chunk = np.asarray(images[i : i + _CHUNK], np.float32)
         n = len(chunk)
-        if n < _CHUNK < len(images):  # one shape for every chunk
-            chunk = np.concatenate([chunk, np.zeros((_CHUNK - n, *chunk.shape[1:]), np.float32)])
+        if len(images) > _CHUNK:  # one shape for every chunk
+            chunk = pad_rows(chunk, _CHUNK)
         c, p = _predict(model.apply, model.params, _finite(chunk))
         preds.append(np.asarray(c)[:n])
         confs.append(np.asarray(p)[:n])
