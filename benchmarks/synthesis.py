@@ -33,6 +33,9 @@ extra evaluations are not counted either.
 from __future__ import annotations
 
 import argparse
+import functools
+import statistics
+import time
 
 import jax
 import jax.numpy as jnp
@@ -98,32 +101,48 @@ def step_vs_gradient(model, info: dict, size: int, *, repeats: int, targets: int
     """One ``visualize`` step (lucid preset, ``targets`` channels of ``LAYER``, one image each)
     against the bare input gradient of the same batch and size, in the same run.
 
-    The step is the difference of two runs' steady seconds (``STEPS[1] - STEPS[0]`` steps
-    apart), so the work done once per run (setup, the final scores, argument checks) cancels;
-    the bare gradient is ``jax.grad`` of the same objectives (each image's own channel mean)
-    with respect to ``[targets, size, size, 3]`` pixels, jitted, the model's params an argument.
+    The step is the difference of two runs' seconds (``STEPS[1] - STEPS[0]`` steps apart), so
+    the work done once per run (setup, the final scores, argument checks) cancels; the bare
+    gradient is ``jax.grad`` of the same objectives (each image's own channel mean) with respect
+    to ``[targets, size, size, 3]`` pixels, jitted, the model's params an argument. After the
+    first calls (compiles), ``repeats`` rounds each time the two runs and 10 bare gradients back
+    to back, so each round's ratio sees one machine load; the line gives their median.
     """
     objs = [objectives.channel(LAYER, c) for c in range(targets)]
-    runs = {n: time_call(lambda n=n: visualize(model, objs, size=size, steps=n, key=0).images,
-                         repeats=repeats, min_seconds=0.0) for n in STEPS}  # fmt: skip
-    step_s = (runs[STEPS[1]]["steady_s"] - runs[STEPS[0]]["steady_s"]) / (STEPS[1] - STEPS[0])
+    runs = {n: functools.partial(lambda n: visualize(model, objs, size=size, steps=n, key=0).images, n)
+            for n in STEPS}  # fmt: skip
 
     def bare_loss(params, x):
         a = model.apply(params, x)[LAYER]
         return jnp.sum(jnp.mean(a, axis=(1, 2)) * jnp.eye(targets, a.shape[-1]))
 
     x = jnp.full((targets, size, size, 3), 0.5, jnp.float32)
-    bare = time_call(jax.jit(jax.grad(bare_loss, argnums=1)), model.params, x, repeats=repeats * 4,
-                     min_seconds=1.0)  # fmt: skip
+    grad = jax.jit(jax.grad(bare_loss, argnums=1))
+    first = {n: time_call(runs[n], repeats=1, min_seconds=0.0) for n in STEPS}
+    bare_first = time_call(grad, model.params, x, repeats=1, min_seconds=0.0)
+
+    def seconds(fn, calls=1):
+        t = time.perf_counter()
+        for _ in range(calls):
+            jax.block_until_ready(fn())
+        return (time.perf_counter() - t) / calls
+
+    step_s, bare_s = [], []
+    for _ in range(repeats):
+        short, long = seconds(runs[STEPS[0]]), seconds(runs[STEPS[1]])
+        step_s.append((long - short) / (STEPS[1] - STEPS[0]))
+        bare_s.append(seconds(lambda: grad(model.params, x), calls=10))
+    ratios = [a / b for a, b in zip(step_s, bare_s)]
     seen = get_preset("lucid").transform(jax.random.key(0), x).shape[1]
     emit({
         "case": "visualize_step_vs_gradient", **info, "targets": targets, "size": size,
-        "network_input_size": int(seen), "steps": list(STEPS),
-        "run_steady_s": [round(runs[n]["steady_s"], 3) for n in STEPS],
-        "run_compiles": [runs[n]["compiles"] for n in STEPS],
-        "visualize_step_s": round(step_s, 4), "bare_gradient_s": round(bare["steady_s"], 4),
-        "bare_gradient_compile_s": bare["compile_s"],
-        "step_over_gradient": round(step_s / bare["steady_s"], 3),
+        "network_input_size": int(seen), "steps": list(STEPS), "rounds": repeats,
+        "compile_s": [first[n]["compile_s"] for n in STEPS] + [bare_first["compile_s"]],
+        "compiles": [first[n]["compiles"] for n in STEPS] + [bare_first["compiles"]],
+        "visualize_step_s": round(statistics.median(step_s), 4),
+        "bare_gradient_s": round(statistics.median(bare_s), 4),
+        "step_over_gradient_rounds": [round(r, 3) for r in ratios],
+        "step_over_gradient": round(statistics.median(ratios), 3),
     })  # fmt: skip
 
 
