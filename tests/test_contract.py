@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 from _arrays import normal, uniform
+from PIL import Image
 
 import cnnjax
 from cnnjax import LayerSpec, ModelSpec, Objective, ValueMapping
