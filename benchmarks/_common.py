@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -15,6 +16,11 @@ from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
+
+# Compile seconds are of cold compiles: cnnjax's persistent compilation cache stays off in the
+# benchmarks unless CNNJAX_CACHE_DIR says otherwise (benchmarks/first_call.py sets a folder of
+# its own for each process it starts, to measure the cache itself). Set before cnnjax is imported.
+os.environ.setdefault("CNNJAX_CACHE_DIR", "off")
 
 # The compile events JAX 0.10.2 records (checked by experiment: a first call of a jitted
 # function emits one of each of the first three; a call that hits the in-memory cache emits
@@ -180,6 +186,7 @@ def device_info() -> dict:
         "cpu": cpu_model(),
         "jax": jax.__version__,
         "python": platform.python_version(),
+        "xla_cache": jax.config.jax_compilation_cache_dir or "off",  # compile seconds: cold unless set
     }
 
 

@@ -2,7 +2,7 @@
 Python loop over the same targets, in the same run), and style-transfer and inversion steps
 per second.
 
-    python benchmarks/synthesis.py [--targets 1 8 64] [--steps 16]
+    python benchmarks/synthesis.py [--targets 1 8 64] [--steps 16] [--cases step_vs_gradient ...]
 
 One JSON line per case: device, CPU, shapes, compile seconds and steady-state seconds (median)
 apart, throughput, achieved FLOP/s and the fraction of this machine's matmul peak measured in
@@ -11,7 +11,8 @@ the same run. Every technique is timed as a user calls it, through its public fu
 and the finiteness check included), with ``_common.time_call``: the compile seconds are JAX's
 own compile events during the first call, the steady state the median of later calls. The
 loop runs ``visualize`` on one target (one program, compiled once) for each target in turn:
-what a library without vmap over targets does at best.
+what a library without vmap over targets does at best. ``visualize_step_vs_gradient`` puts one
+``visualize`` step of 8 targets next to the bare input gradient of the same batch and size.
 
 FLOPs are XLA's count (``.lower().compile().cost_analysis()``) of one optimisation step of one
 problem, written here from public pieces, times the steps (and the targets):
@@ -32,6 +33,9 @@ extra evaluations are not counted either.
 from __future__ import annotations
 
 import argparse
+import functools
+import statistics
+import time
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +46,8 @@ from cnnjax import losses, objectives
 from cnnjax.synthesis import default_layers, get_preset, invert, style_transfer, tv_weight, visualize
 
 LAYER = "block_10"
+CASES = ("step_vs_gradient", "visualize", "style_transfer", "invert")
+STEPS = (32, 96)  # visualize_step_vs_gradient: the step is the difference of these two runs
 
 
 def visualize_step_flops(model, size: int) -> float:
@@ -91,6 +97,55 @@ def invert_step_flops(model, photo, layer: str) -> float:
     return program_flops(jax.value_and_grad(loss, argnums=1), model.params, photo, code)
 
 
+def step_vs_gradient(model, info: dict, size: int, *, repeats: int, targets: int = 8) -> None:
+    """One ``visualize`` step (lucid preset, ``targets`` channels of ``LAYER``, one image each)
+    against the bare input gradient of the same batch and size, in the same run.
+
+    The step is the difference of two runs' seconds (``STEPS[1] - STEPS[0]`` steps apart), so
+    the work done once per run (setup, the final scores, argument checks) cancels; the bare
+    gradient is ``jax.grad`` of the same objectives (each image's own channel mean) with respect
+    to ``[targets, size, size, 3]`` pixels, jitted, the model's params an argument. After the
+    first calls (compiles), ``repeats`` rounds each time the two runs and 10 bare gradients back
+    to back, so each round's ratio sees one machine load; the line gives their median.
+    """
+    objs = [objectives.channel(LAYER, c) for c in range(targets)]
+    runs = {n: functools.partial(lambda n: visualize(model, objs, size=size, steps=n, key=0).images, n)
+            for n in STEPS}  # fmt: skip
+
+    def bare_loss(params, x):
+        a = model.apply(params, x)[LAYER]
+        return jnp.sum(jnp.mean(a, axis=(1, 2)) * jnp.eye(targets, a.shape[-1]))
+
+    x = jnp.full((targets, size, size, 3), 0.5, jnp.float32)
+    grad = jax.jit(jax.grad(bare_loss, argnums=1))
+    first = {n: time_call(runs[n], repeats=1, min_seconds=0.0) for n in STEPS}
+    bare_first = time_call(grad, model.params, x, repeats=1, min_seconds=0.0)
+
+    def seconds(fn, calls=1):
+        t = time.perf_counter()
+        for _ in range(calls):
+            jax.block_until_ready(fn())
+        return (time.perf_counter() - t) / calls
+
+    step_s, bare_s = [], []
+    for _ in range(repeats):
+        short, long = seconds(runs[STEPS[0]]), seconds(runs[STEPS[1]])
+        step_s.append((long - short) / (STEPS[1] - STEPS[0]))
+        bare_s.append(seconds(lambda: grad(model.params, x), calls=10))
+    ratios = [a / b for a, b in zip(step_s, bare_s)]
+    seen = get_preset("lucid").transform(jax.random.key(0), x).shape[1]
+    emit({
+        "case": "visualize_step_vs_gradient", **info, "targets": targets, "size": size,
+        "network_input_size": int(seen), "steps": list(STEPS), "rounds": repeats,
+        "compile_s": [first[n]["compile_s"] for n in STEPS] + [bare_first["compile_s"]],
+        "compiles": [first[n]["compiles"] for n in STEPS] + [bare_first["compiles"]],
+        "visualize_step_s": round(statistics.median(step_s), 4),
+        "bare_gradient_s": round(statistics.median(bare_s), 4),
+        "step_over_gradient_rounds": [round(r, 3) for r in ratios],
+        "step_over_gradient": round(statistics.median(ratios), 3),
+    })  # fmt: skip
+
+
 def rate(r, peak, flops):
     """FLOP/s of a run of ``flops`` in total (the per-step count times the steps)."""
     return {
@@ -114,6 +169,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--style-steps", type=int, default=20, help="style-transfer and inversion steps")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
     args = parser.parse_args()
 
     info = device_info()
@@ -125,8 +181,10 @@ def main() -> None:
     def run(objs, key=0):
         return visualize(model, objs, preset="lucid", size=args.size, steps=args.steps, key=key)
 
+    if "step_vs_gradient" in args.cases:
+        step_vs_gradient(model, info, args.size, repeats=max(args.repeats, 5))
     step_flops = visualize_step_flops(model, args.size)
-    for t in args.targets:
+    for t in args.targets if "visualize" in args.cases else ():
         objs = [objectives.channel(LAYER, c % channels) for c in range(t)]
         r = time_call(run, objs, repeats=args.repeats, min_seconds=0.0)
 
@@ -152,7 +210,7 @@ def main() -> None:
     style = cnnjax.sample_styles()["ihc.png"]
     steps = args.style_steps
     per_step = style_step_flops(model, jnp.asarray(photo), jnp.asarray(style))
-    for optimizer in ("adam", "lbfgs"):
+    for optimizer in ("adam", "lbfgs") if "style_transfer" in args.cases else ():
         # The defaults: content 1, style 30, TV 300, softmax smoothing, from the content;
         # Adam's learning rate 0.01.
         r = time_call(style_transfer, model, photo, style, optimizer=optimizer, steps=steps,
@@ -165,7 +223,7 @@ def main() -> None:
             **rate(r, peak, per_step * steps),
         })  # fmt: skip
 
-    for layer in ("block_3", "logits"):
+    for layer in ("block_3", "logits") if "invert" in args.cases else ():
         # The defaults: from noise, learning rate 0.01, momentum 0.9, alpha 6 (weight 30),
         # beta 2, TV weight tv_weight(model, layer).
         r = time_call(invert, model, photo, layer, steps=steps, repeats=args.repeats, min_seconds=0.0)

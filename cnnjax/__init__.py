@@ -17,20 +17,12 @@ by what users do; the most used ones are also here:
 See ``README.md`` for a tour and ``docs/design.md`` for the contract.
 """
 
-from cnnjax import attacks as attacks
-from cnnjax import data as data
-from cnnjax import losses as losses
-from cnnjax import models as models
-from cnnjax import objectives as objectives
-from cnnjax import param as param
-from cnnjax import priors as priors
-from cnnjax import receptive_field as receptive_field
-from cnnjax import report as report
-from cnnjax import saliency as saliency
-from cnnjax import synthesis as synthesis
-from cnnjax import training as training
-from cnnjax import transforms as transforms
-from cnnjax import units as units
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from cnnjax._src.cache import use_compilation_cache as _use_compilation_cache
 from cnnjax._src.checks import DivergedError as DivergedError
 from cnnjax._src.contract import Activations as Activations
 from cnnjax._src.contract import ApplyFn as ApplyFn
@@ -41,25 +33,74 @@ from cnnjax._src.contract import Objective as Objective
 from cnnjax._src.contract import Parameterization as Parameterization
 from cnnjax._src.contract import Transform as Transform
 from cnnjax._src.contract import ValueMapping as ValueMapping
-from cnnjax._src.image_io import image_grid as image_grid
-from cnnjax._src.image_io import load_image as load_image
-from cnnjax._src.image_io import load_images as load_images
-from cnnjax._src.image_io import save_image as save_image
-from cnnjax._src.samples import sample_photos as sample_photos
-from cnnjax._src.samples import sample_styles as sample_styles
-from cnnjax.models import classify as classify
-from cnnjax.models import from_function as from_function
-from cnnjax.models import from_linen as from_linen
-from cnnjax.models import from_nnx as from_nnx
-from cnnjax.models import list_models as list_models
-from cnnjax.models import load_model as load_model
-from cnnjax.report import overlay as overlay
-from cnnjax.saliency import cam as cam
-from cnnjax.saliency import grad_cam as grad_cam
-from cnnjax.synthesis import dream as dream
-from cnnjax.synthesis import invert as invert
-from cnnjax.synthesis import style_transfer as style_transfer
-from cnnjax.synthesis import visualize as visualize
+
+# The packages and the functions re-exported here are imported on first use (PEP 562), so a
+# command or a script pays only for what it touches: ``cnnjax classify`` never imports the
+# report, the attacks or the training loop.
+_SUBPACKAGES = frozenset({
+    "attacks", "data", "losses", "models", "objectives", "param", "priors", "receptive_field",
+    "report", "saliency", "synthesis", "training", "transforms", "units",
+})  # fmt: skip
+_REEXPORTS = {
+    "image_grid": "cnnjax._src.image_io",
+    "load_image": "cnnjax._src.image_io",
+    "load_images": "cnnjax._src.image_io",
+    "save_image": "cnnjax._src.image_io",
+    "sample_photos": "cnnjax._src.samples",
+    "sample_styles": "cnnjax._src.samples",
+    "classify": "cnnjax.models",
+    "from_function": "cnnjax.models",
+    "from_linen": "cnnjax.models",
+    "from_nnx": "cnnjax.models",
+    "list_models": "cnnjax.models",
+    "load_model": "cnnjax.models",
+    "overlay": "cnnjax.report",
+    "cam": "cnnjax.saliency",
+    "grad_cam": "cnnjax.saliency",
+    "dream": "cnnjax.synthesis",
+    "invert": "cnnjax.synthesis",
+    "style_transfer": "cnnjax.synthesis",
+    "visualize": "cnnjax.synthesis",
+}
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
+    from cnnjax import (  # noqa: F401  # noqa: F401
+        attacks,
+        data,
+        losses,
+        models,
+        objectives,
+        param,
+        priors,
+        receptive_field,
+        report,
+        saliency,
+        synthesis,
+        training,
+        transforms,
+        units,
+    )
+    from cnnjax._src.image_io import image_grid, load_image, load_images, save_image  # noqa: F401
+    from cnnjax._src.samples import sample_photos, sample_styles  # noqa: F401
+    from cnnjax.models import classify, from_function, from_linen, from_nnx, list_models, load_model  # noqa: F401
+    from cnnjax.report import overlay  # noqa: F401
+    from cnnjax.saliency import cam, grad_cam  # noqa: F401
+    from cnnjax.synthesis import dream, invert, style_transfer, visualize  # noqa: F401
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"cnnjax.{name}")
+    if name in _REEXPORTS:
+        value = getattr(importlib.import_module(_REEXPORTS[name]), name)
+        globals()[name] = value  # looked up once
+        return value
+    raise AttributeError(f"module 'cnnjax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _SUBPACKAGES | set(_REEXPORTS))
+
 
 __version__ = "0.2.0"
 
@@ -108,3 +149,5 @@ __all__ = [
     "units",
     "visualize",
 ]
+
+_use_compilation_cache()  # compiled programs kept on disk, once per machine (CNNJAX_CACHE_DIR=off: not)

@@ -64,7 +64,7 @@ def run(checkpoint_dir, out_path):
 
     train, val, _ = splits()
     result = fit(tiny_cnn(), train, val, optimizer=momentum_sgd, learning_rate=0.05, epochs=2, batch_size=8,
-                 key=3, checkpoint_dir=checkpoint_dir, steps_per_checkpoint=1, progress=False,
+                 key=3, checkpoint_dir=checkpoint_dir, steps_per_checkpoint=5, progress=False,
                  patience=None)  # fmt: skip
     leaves = [np.asarray(x) for x in jax.tree.leaves(result.last_params)]
     np.savez(out_path, *leaves)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _arrays import normal, uniform
+from PIL import Image
 
 import cnnjax
 from cnnjax import LayerSpec, ModelSpec, Objective, ValueMapping
@@ -169,3 +170,20 @@ def test_core_does_not_import_flax():
     """docs/design.md: the core never imports Flax; only the adapters and bundled modules do, lazily."""
     code = "import sys, cnnjax; assert 'flax' not in sys.modules, [m for m in sys.modules if 'flax' in m]"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_command_imports_only_what_it_uses(tmp_path):
+    """``import cnnjax`` imports its packages on first use, so ``cnnjax classify`` loads neither
+    the report, the attacks, synthesis nor training (issue 14: the latency of one image)."""
+    photo = tmp_path / "grey.png"
+    Image.new("RGB", (40, 30), (120, 120, 120)).save(photo)
+    code = (
+        "import sys, cnnjax; from cnnjax.cli import main; "
+        f"assert main(['classify', '--model', 'fashionnet', {str(photo)!r}]) == 0; "
+        "print(' '.join(m for m in sys.modules if m.startswith('cnnjax.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    loaded = set(out.split("\n")[-2].split())
+    assert "cnnjax.models" in loaded
+    heavy = {"cnnjax.report", "cnnjax.attacks", "cnnjax.synthesis", "cnnjax.training", "cnnjax.units"}
+    assert not heavy & loaded, heavy & loaded

@@ -64,6 +64,26 @@ def test_layers_and_shapes(model):
     assert spec.class_index("tabby cat") == 281
 
 
+def test_layer_shapes_from_the_architecture_equal_the_traced_ones(model):
+    from flax import nnx
+
+    from cnnjax.models import EfficientNetLite0, build_spec
+
+    # load_model takes the shapes from the architecture (no trace): they equal a traced spec's.
+    traced = build_spec(
+        model.apply,
+        model.params,
+        name=model.spec.name,
+        input_size=224,
+        receptive_fields=EfficientNetLite0.receptive_fields(),
+    )
+    assert traced.layers == model.spec.layers
+    # ... and the arithmetic holds at odd sizes, where SAME padding rounds up.
+    for size in ((97, 130), (33, 64)):
+        acts = nnx.eval_shape(lambda s=size: EfficientNetLite0(rngs=nnx.Rngs(0))(jnp.zeros((1, *s, 3))))
+        assert {k: v.shape[1:] for k, v in acts.items()} == EfficientNetLite0.layer_shapes(size)
+
+
 def test_sample_photos_get_their_classes(logits):
     top5 = {name: list(np.argsort(-v)[:5]) for name, v in logits.items()}
     assert top5["chelsea.png"][0] in CATS and CATS <= set(top5["chelsea.png"])

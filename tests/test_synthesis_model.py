@@ -9,8 +9,9 @@ from cnnjax.report._synthesis import CLASSES, QUICK
 def test_class_visualisations_are_classified_as_their_class(demo_results):
     r = demo_results["visualize"]
     assert r["classes"] == list(CLASSES) and r["steps"] == QUICK["visualize"]["steps"]
-    confident = [c for c, p in zip(r["classes"], r["own_class_probability"]) if p > 0.9]
-    assert len(confident) >= 8, dict(zip(r["classes"], r["own_class_probability"]))
+    # Issue 14's bar for making visualize faster: every class at 0.9 or more (measured with the
+    # quick settings on AMD EPYC, 2026-12-03: 0.991 at the least).
+    assert min(r["own_class_probability"]) >= 0.9, dict(zip(r["classes"], r["own_class_probability"]))
 
 
 def test_inversion_reconstructs_early_layers_and_keeps_the_class_from_the_logits(demo_results):

@@ -30,7 +30,6 @@ from cnnjax.attacks._common import (
     check_finite,
     check_norm,
     num_classes,
-    resolve_classes,
     succeeded,
     targets_or_labels,
 )
@@ -54,6 +53,15 @@ def _iterative(apply, params, images, classes, targeted, eps, learning_rate, key
                *, norm, steps, restarts, squeeze):  # fmt: skip
     (n, h, w, c), e, r = images.shape, eps.shape[0], restarts
     shape = (e, r, n)
+    # Untargeted without labels: the model's top-1 on the clean images, in this same program
+    # (no second compiled forward pass); the branch runs only when a label is missing.
+    classes = jax.lax.cond(
+        jnp.any(classes < 0),
+        lambda: jnp.where(
+            classes < 0, jnp.argmax(apply(params, images)["logits"], -1).astype(classes.dtype), classes
+        ),
+        lambda: classes,
+    )
 
     def flat(a, tail=()):  # broadcast over (eps, restart, image) and flatten to one batch axis
         return jnp.broadcast_to(a, shape + tail).reshape((-1,) + tail)
@@ -134,7 +142,10 @@ def _run(model, images, labels, targets, *, eps, norm, steps, learning_rate, def
         alpha = np.full_like(eps_arr, check_float(learning_rate, "learning_rate", lo=0.0, lo_open=True))
     key = as_key(key)
     classes, targeted = targets_or_labels(model, images, labels, targets)
-    classes, targeted = resolve_classes(model, images, classes, targeted)
+    if classes is None:  # the model's own top-1, computed inside the attack's program (-1: to compute)
+        classes, targeted = np.full(images.shape[0], -1, np.int32), np.zeros(images.shape[0], bool)
+    else:
+        targeted = np.full(classes.shape, targeted)
     result = _iterative(
         model.apply, model.params, images, classes, targeted, jnp.asarray(eps_arr), jnp.asarray(alpha),
         key, jnp.asarray(bool(random_start)), jnp.asarray(bool(early_stop)), norm=norm, steps=steps,

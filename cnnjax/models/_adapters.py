@@ -115,28 +115,32 @@ def build_spec(
     resize_size: int | None = None,
     receptive_fields: Mapping[str, int] | None = None,
     weights: Mapping[str, str] | None = None,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> ModelSpec:
     """Derive a :class:`ModelSpec` by tracing ``apply`` once on an abstract input.
 
-    Layer shapes and effective strides come from ``jax.eval_shape`` (no FLOPs are spent);
-    class names default to ``"class_0"...``.
+    Layer shapes and effective strides come from ``jax.eval_shape`` (no FLOPs are spent), or
+    from ``shapes`` (every activation's shape without the batch axis, in forward order) when
+    the architecture knows them; class names default to ``"class_0"...``.
     """
     if isinstance(input_size, int):
         input_size = (input_size, input_size)
     h, w = input_size
-    probe = jax.ShapeDtypeStruct((1, h, w, channels), jnp.float32)
-    shapes = jax.eval_shape(lambda p, x: apply(p, x), params, probe)
+    if shapes is None:
+        probe = jax.ShapeDtypeStruct((1, h, w, channels), jnp.float32)
+        traced = jax.eval_shape(lambda p, x: apply(p, x), params, probe)
+        shapes = {layer: tuple(s.shape[1:]) for layer, s in traced.items()}
     if "logits" not in shapes:
         raise ValueError(f"model {name!r} does not return 'logits'")
     layers = []
-    for layer, s in shapes.items():
-        shape = tuple(s.shape[1:])
+    for layer, shape in shapes.items():
+        shape = tuple(shape)
         stride = None
         if len(shape) == 3 and shape[0] > 0:
             stride = max(1, round(h / shape[0]))
         rf = (receptive_fields or {}).get(layer)
         layers.append(LayerSpec(layer, shape, stride, rf))
-    num_classes = shapes["logits"].shape[-1]
+    num_classes = shapes["logits"][-1]
     if class_names is None:
         class_names = tuple(f"class_{i}" for i in range(num_classes))
     if len(class_names) != num_classes:

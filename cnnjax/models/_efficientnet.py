@@ -69,6 +69,25 @@ def _relu6_bwd(y, g):
 _relu6.defvjp(_relu6_fwd, _relu6_bwd)
 
 
+def _init(rngs: nnx.Rngs | None, shape: tuple[int, ...], std: float, fill=None):
+    """A new parameter: ``fill(shape)``, else normal with ``std``; with ``rngs=None`` only its
+    shape (a ``jax.ShapeDtypeStruct``: the module is built empty, for weights to be assigned)."""
+    if rngs is None:
+        return jax.ShapeDtypeStruct(shape, jnp.float32)
+    return fill(shape) if fill is not None else jax.random.normal(rngs.params(), shape) * std
+
+
+class Dense(nnx.Module):
+    """``x @ kernel + bias`` (as ``nnx.Linear``, whose state paths it keeps), buildable empty."""
+
+    def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs | None):
+        self.kernel = nnx.Param(_init(rngs, (cin, cout), np.sqrt(1.0 / cin)))
+        self.bias = nnx.Param(_init(rngs, (cout,), 1.0, jnp.zeros))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x @ self.kernel[...] + self.bias[...][None]
+
+
 class ConvBN(nnx.Module):
     """A bias-free convolution followed by inference-mode BatchNorm.
 
@@ -80,7 +99,7 @@ class ConvBN(nnx.Module):
     """
 
     def __init__(self, kind: str, cin: int, cout: int, kernel: int = 1, stride: int = 1, *,
-                 rngs: nnx.Rngs, depthwise_impl: str = "auto"):  # fmt: skip
+                 rngs: nnx.Rngs | None, depthwise_impl: str = "auto"):  # fmt: skip
         shapes = {"full": (kernel, kernel, cin, cout), "pointwise": (cin, cout),
                   "depthwise": (kernel, kernel, 1, cout)}  # fmt: skip
         if kind not in shapes:
@@ -88,11 +107,11 @@ class ConvBN(nnx.Module):
         shape = shapes[kind]
         fan_in = int(np.prod(shape[:-1]))
         self.kind, self.kernel_size, self.stride, self.depthwise_impl = kind, kernel, stride, depthwise_impl
-        self.kernel = nnx.Param(jax.random.normal(rngs.params(), shape) * np.sqrt(2.0 / fan_in))
-        self.scale = nnx.Param(jnp.ones((cout,)))
-        self.bias = nnx.Param(jnp.zeros((cout,)))
-        self.mean = nnx.BatchStat(jnp.zeros((cout,)))
-        self.var = nnx.BatchStat(jnp.ones((cout,)))
+        self.kernel = nnx.Param(_init(rngs, shape, np.sqrt(2.0 / fan_in)))
+        self.scale = nnx.Param(_init(rngs, (cout,), 1.0, jnp.ones))
+        self.bias = nnx.Param(_init(rngs, (cout,), 1.0, jnp.zeros))
+        self.mean = nnx.BatchStat(_init(rngs, (cout,), 1.0, jnp.zeros))
+        self.var = nnx.BatchStat(_init(rngs, (cout,), 1.0, jnp.ones))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         inv = self.scale[...] * jax.lax.rsqrt(self.var[...] + BN_EPS)
@@ -133,7 +152,9 @@ class EfficientNetLite0(nnx.Module):
 
     Args:
       num_classes: output classes (1000 for the bundled ImageNet weights).
-      rngs: for random initialisation (the bundled weights replace it).
+      rngs: for random initialisation; None builds the module empty (every parameter a
+        ``jax.ShapeDtypeStruct``), for :func:`~cnnjax.models.assign_tensors` to fill in without
+        tracing an initialisation.
       depthwise_impl: ``"auto"`` (shifted multiplies on CPU, XLA elsewhere), ``"shift"`` or
         ``"xla"``.
 
@@ -145,13 +166,13 @@ class EfficientNetLite0(nnx.Module):
       ((1, 7, 7, 320), (1, 1000))
     """
 
-    def __init__(self, num_classes: int = 1000, *, rngs: nnx.Rngs, depthwise_impl: str = "auto"):
+    def __init__(self, num_classes: int = 1000, *, rngs: nnx.Rngs | None, depthwise_impl: str = "auto"):
         self.stem = ConvBN("full", 3, STEM_CHANNELS, 3, 2, rngs=rngs)
         self.blocks = nnx.List(
             [MBConv(*args, rngs=rngs, depthwise_impl=depthwise_impl) for args in BLOCK_ARGS]
         )
         self.head = ConvBN("pointwise", BLOCK_ARGS[-1][1], HEAD_CHANNELS, rngs=rngs)
-        self.fc = nnx.Linear(HEAD_CHANNELS, num_classes, rngs=rngs)
+        self.fc = Dense(HEAD_CHANNELS, num_classes, rngs=rngs)
 
     def forward(self, x: jax.Array, tap: Tape) -> jax.Array:
         h = tap("stem", _relu6(self.stem(x)))
@@ -163,6 +184,25 @@ class EfficientNetLite0(nnx.Module):
 
     def __call__(self, images: jax.Array, *, perturb=None) -> Activations:
         return record(self.forward, images, VALUE_MAPPING, perturb)
+
+    @staticmethod
+    def layer_shapes(input_size: tuple[int, int] = (224, 224), num_classes: int = 1000) -> dict[str, tuple]:
+        """Every named activation's shape (without the batch axis), from the architecture.
+
+        SAME padding gives ``ceil(size / stride)``; this is what tracing the module gives
+        (checked in the tests), without the trace: loading the model costs no forward pass.
+        """
+        h, w = input_size
+        shapes = {"input": (h, w, 3)}
+        h, w = -(-h // 2), -(-w // 2)  # stem: stride 2
+        shapes["stem"] = (h, w, STEM_CHANNELS)
+        for i, (_, cout, _, s, _) in enumerate(BLOCK_ARGS):
+            h, w = -(-h // s), -(-w // s)
+            shapes[f"block_{i}"] = (h, w, cout)
+        shapes["head"] = (h, w, HEAD_CHANNELS)
+        shapes["pooled"] = (HEAD_CHANNELS,)
+        shapes["logits"] = (num_classes,)
+        return shapes
 
     @staticmethod
     def receptive_fields() -> dict[str, int]:

@@ -2,7 +2,8 @@
 
 Weights are stored in the safetensors layout (``cnnjax._src.safetensors``). Each weights file
 ``NAME.safetensors`` has a manifest ``NAME.json`` beside it with its sha256;
-:func:`load_checked` refuses a missing, truncated or corrupted file with an error naming it.
+:func:`verified_file` refuses a missing, truncated or corrupted file with an error naming it,
+and :func:`read_finite` a file holding NaN or infinity.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from cnnjax._src.safetensors import read_safetensors
 
-__all__ = ["weights_dir", "read_manifest", "load_checked", "verified_file", "sha256_file"]
+__all__ = ["weights_dir", "read_manifest", "read_finite", "verified_file", "sha256_file"]
 
 
 def weights_dir() -> Path:
@@ -88,14 +89,8 @@ def verified_file(name: str, directory: str | os.PathLike | None = None) -> tupl
     return path, manifest
 
 
-def load_checked(name: str, directory: str | os.PathLike | None = None):
-    """Load bundled weights ``NAME.safetensors`` after checking its size and sha256
-    (:func:`verified_file`).
-
-    Returns:
-      ``(tensors, manifest)``.
-    """
-    path, manifest = verified_file(name, directory)
+def read_finite(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file, refused if a floating-point one holds NaN or infinity."""
     tensors, _ = read_safetensors(path)
     for tensor_name, value in tensors.items():
         if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
@@ -103,4 +98,4 @@ def load_checked(name: str, directory: str | os.PathLike | None = None):
                 f"weights file {path}: tensor {tensor_name!r} holds {int(np.sum(~np.isfinite(value)))} "
                 "non-finite values (NaN or infinity); the model is not loaded"
             )
-    return tensors, manifest
+    return tensors

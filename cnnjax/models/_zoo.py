@@ -12,12 +12,13 @@ import functools
 import os
 from collections.abc import Callable, Mapping
 from importlib import resources
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
 from cnnjax._src.contract import Model
-from cnnjax.models._weights import load_checked, verified_file
+from cnnjax.models._weights import read_finite, verified_file
 
 __all__ = ["load_model", "list_models", "imagenet_classes", "module_tensors", "assign_tensors"]
 
@@ -40,15 +41,16 @@ def module_tensors(module) -> dict[str, np.ndarray]:
     }
 
 
-def assign_tensors(module_factory: Callable, tensors: Mapping[str, np.ndarray], source: str):
-    """Build the module with ``module_factory()`` abstractly and fill its state from ``tensors``.
+def assign_tensors(module: Callable | Any, tensors: Mapping[str, np.ndarray], source: str):
+    """Fill a module's state from ``tensors``: an empty module (its variables hold only shapes,
+    such as ``nnx.eval_shape``'s), or a factory ``module()`` that is built abstractly first.
 
     Every variable must be present with its exact shape, and no tensor may be left over; a
     mismatch is a ValueError naming the tensor and ``source``.
     """
     from flax import nnx
 
-    abstract = nnx.eval_shape(module_factory)
+    abstract = module if isinstance(module, nnx.Module) else nnx.eval_shape(module)
     graphdef, state = nnx.split(abstract)
     flat = nnx.to_flat_state(state)
     expected = {".".join(map(str, path)) for path, _ in flat}
@@ -67,19 +69,18 @@ def assign_tensors(module_factory: Callable, tensors: Mapping[str, np.ndarray], 
     return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 
-def _efficientnet_lite0(directory: str | os.PathLike | None) -> Model:
-    from flax import nnx
-
+def _efficientnet_lite0(tensors: Mapping[str, np.ndarray], manifest: dict) -> Model:
     from cnnjax.models._adapters import from_nnx
     from cnnjax.models._efficientnet import VALUE_MAPPING, EfficientNetLite0
 
-    tensors, manifest = load_checked("efficientnet_lite0", directory)
-    module = assign_tensors(lambda: EfficientNetLite0(rngs=nnx.Rngs(0)), tensors, manifest["file"])
+    module = assign_tensors(EfficientNetLite0(rngs=None), tensors, manifest["file"])
     spec = manifest["spec"]
+    input_size = tuple(spec["input_size"])
     return from_nnx(
         module,
         name="efficientnet_lite0",
-        input_size=tuple(spec["input_size"]),
+        input_size=input_size,
+        shapes=EfficientNetLite0.layer_shapes(input_size),  # no forward traced to load the model
         value_mapping=VALUE_MAPPING,
         class_names=imagenet_classes(),
         resize_size=spec["resize_size"],
@@ -89,13 +90,12 @@ def _efficientnet_lite0(directory: str | os.PathLike | None) -> Model:
     )
 
 
-def _fashionnet(directory: str | os.PathLike | None) -> Model:
+def _fashionnet(tensors: Mapping[str, np.ndarray], manifest: dict) -> Model:
     from flax import nnx
 
     from cnnjax._src.contract import ValueMapping
     from cnnjax.models._fashionnet import FashionNet, fashionnet_model
 
-    tensors, manifest = load_checked("fashionnet", directory)
     mapping = manifest["spec"]["value_mapping"]
     value_mapping = ValueMapping(mean=tuple(mapping["mean"]), std=tuple(mapping["std"]))
     module = assign_tensors(
@@ -161,7 +161,7 @@ def load_model(name: str = "efficientnet_lite0", *, weights_dir: str | os.PathLi
     key = (name, str(path.resolve()), manifest["sha256"])
     if key not in _LOADED:
         try:
-            _LOADED[key] = _MODELS[name][0](weights_dir)
+            _LOADED[key] = _MODELS[name][0](read_finite(path), manifest)
         except KeyError as e:  # a manifest written by hand or by another version
             raise ValueError(
                 f"weights manifest {path.parent / (name + '.json')} lacks the entry {e.args[0]!r}"
