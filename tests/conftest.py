@@ -50,12 +50,21 @@ def pytest_unconfigure(config):
         shutil.rmtree(owned, ignore_errors=True)
 
 
+def _in_demo_group(item) -> bool:
+    mark = item.get_closest_marker("xdist_group")
+    return mark is not None and (mark.args[:1] == ("demo",) or mark.kwargs.get("name") == "demo")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup reads the marks
 def pytest_collection_modifyitems(items):
-    """Tests that read the demo's report run on one xdist worker, so the demo runs once."""
+    """Tests that read the demo's report run on one xdist worker, so the demo runs once; they
+    come first, so that worker starts on the demo (the longest unit of work, 100 s or so) while
+    the other takes the rest, instead of running it alone at the end (measured: 367 s of wall
+    time when the demo ran last, against 307 s)."""
     for item in items:
         if DEMO_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("demo"))
+    items.sort(key=lambda item: not _in_demo_group(item))  # stable: the order within each part kept
 
 
 @pytest.fixture(scope="session")
