@@ -41,11 +41,11 @@ class DreamResult(NamedTuple):
     Attributes:
       images: float32 ``[n, h, w, c]`` in [0, 1], the size of the input.
       history: ``[n, octaves * steps]``, the objective before each step (on the shifted image
-        at that octave's size).
+        at that octave's size; NumPy, on the host).
     """
 
     images: jax.Array
-    history: jax.Array
+    history: np.ndarray
 
 
 def octave_sizes(size: tuple[int, int], octaves: int, scale: float) -> list[tuple[int, int]]:
@@ -76,7 +76,7 @@ def _octave_start(images, previous, hyperparams, *, size):
     return base, start, init_state(_optimizer, start, hyperparams)
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "transform", "length", "steps"))
+@functools.partial(jax.jit, static_argnames=("apply", "transform", "length"))
 def _advance(apply, params, objective, keys, hyperparams, latents, state, start, *, transform, length, steps):
     def loss_fn(latents, step_keys):
         x = jax.vmap(lambda k, im: transform(k, im[None])[0])(step_keys, latents)

@@ -79,9 +79,11 @@ def minimise_chunk(
     problems, in one ``lax.scan`` (inside the caller's ``jax.jit``).
 
     Iteration ``i`` evaluates ``loss_fn`` at the current latents with the keys
-    ``fold_in(keys[p], i)`` and, while ``i < steps``, takes one step; iterations from ``steps``
-    on only evaluate (the one at ``steps`` gives the final losses: the network is compiled
-    once, inside the loop, and not again after it; later ones pad a run out to equal chunks).
+    ``fold_in(keys[p], i)`` and, while ``i < steps``, takes one step; the iteration at
+    ``steps`` only evaluates (the final losses: the network is compiled once, inside the loop,
+    and not again after it), and later ones, which pad a run out to whole chunks, do nothing
+    (a ``lax.cond``; their aux is zeros). ``steps`` may be traced: a run with another number of
+    steps reuses the compiled program when :func:`chunks` gives it the same ``length``.
 
     Args:
       loss_fn: ``(latents, keys) -> (losses [N], aux)``: ``latents`` with a leading axis of N
@@ -96,7 +98,7 @@ def minimise_chunk(
         leading axis N (traced: new values never recompile); else None.
       start: the first iteration's index (traced).
       length: iterations in this call (static).
-      steps: optimiser steps in the whole run (static).
+      steps: optimiser steps in the whole run (an int, or traced).
 
     Returns:
       ``(latents, state, aux stacked over the iterations)``.
@@ -122,9 +124,8 @@ def minimise_chunk(
         updates, state = jax.vmap(update_one)(g, state, z, losses, keys, hyperparams)
         return optax.apply_updates(z, updates), state
 
-    def step(carry, j):
+    def live(carry, i):
         z, state = carry
-        i = start + j
         step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
         (_, (losses, aux)), g = grad_fn(z, step_keys)
         z, state = jax.lax.cond(
@@ -135,16 +136,29 @@ def minimise_chunk(
     n = jax.tree.leaves(latents)[0].shape[0]
     if keys.shape != (n,):
         raise ValueError(f"minimise_chunk needs one key per problem ({n}), got keys of shape {keys.shape}")
+    # The shapes of one iteration's aux, for the padding iterations' zeros (a trace, no FLOPs).
+    idle_aux = jax.tree.map(
+        lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(lambda z: loss_fn(z, keys)[1], latents)
+    )
+
+    def step(carry, j):
+        i = start + j
+        return jax.lax.cond(i > steps, lambda: (carry, idle_aux), lambda: live(carry, i))
+
     (latents, state), aux = jax.lax.scan(step, (latents, state), jnp.arange(length))
     return latents, state, aux
 
 
 def chunks(steps: int, final: bool, chunk: int | None = None) -> tuple[int, int]:
     """``(calls, length)``: ``steps`` steps (and the final evaluation) in ``calls`` compiled
-    calls of ``length`` iterations each, as even as possible (one program for every call)."""
+    calls of ``length`` iterations each (one program for every call). The length is rounded
+    up to a power of two (at most the chunk), so runs of similar lengths share one program; the
+    iterations past the run's end cost nothing (:func:`minimise_chunk`)."""
     total = steps + int(final)
-    calls = -(-total // (CHUNK_STEPS if chunk is None else chunk))
-    return calls, -(-total // calls)
+    chunk = CHUNK_STEPS if chunk is None else chunk
+    calls = -(-total // chunk)
+    need = -(-total // calls)
+    return calls, min(1 << (need - 1).bit_length(), max(chunk, need))
 
 
 def drive(advance: Callable, latents: Any, state: Any, steps: int, *, final: bool) -> tuple[Any, Any, Any]:

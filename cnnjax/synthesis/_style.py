@@ -170,7 +170,7 @@ def _setup(apply, params, content, style, blend, key, temperature, hyperparams, 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("apply", "content_layer", "style_layers", "optimizer", "smoothing", "length", "steps"),
+    static_argnames=("apply", "content_layer", "style_layers", "optimizer", "smoothing", "length"),
 )
 def _advance(apply, params, targets, weights, keys, temperature, hyperparams, x, state, start, *,
              content_layer, style_layers, optimizer, smoothing, length, steps):  # fmt: skip

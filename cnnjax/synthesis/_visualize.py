@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from cnnjax import param as _param
@@ -56,7 +57,7 @@ class VisualizeResult(NamedTuple):
       images: float32 ``[targets * batch, h, w, c]`` in [0, 1], target-major.
       scores: ``[targets, batch]``, the objective of each final image (untransformed).
       history: ``[targets, steps]``, the objective (summed over the batch, on the transformed
-        images the optimiser saw) before each step, of the chosen restart.
+        images the optimiser saw) before each step, of the chosen restart (NumPy, on the host).
       restart: ``[targets]``, which restart was chosen (the best final score).
       restart_scores: ``[targets, restarts]``, the final score (summed over the batch) of every
         restart.
@@ -64,7 +65,7 @@ class VisualizeResult(NamedTuple):
 
     images: jax.Array
     scores: jax.Array
-    history: jax.Array
+    history: np.ndarray
     restart: jax.Array
     restart_scores: jax.Array
 
@@ -149,7 +150,7 @@ def _scores(apply, params, objs, latents, step_keys, param, transform):
     return jax.vmap(lambda o, a: o(a))(objs, acts)  # [N, batch]
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "param", "transform", "optimizer", "length", "steps"))
+@functools.partial(jax.jit, static_argnames=("apply", "param", "transform", "optimizer", "length"))
 def _advance(apply, params, objs, keys, hyperparams, latents, state, start, *, param, transform, optimizer,
              length, steps):  # fmt: skip
     def loss_fn(latents, step_keys):
@@ -164,7 +165,7 @@ def _advance(apply, params, objs, keys, hyperparams, latents, state, start, *, p
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "param", "transform", "restarts", "targets"))
-def _finish(apply, params, objs, latents, history, final, *, param, transform, restarts, targets):
+def _finish(apply, params, objs, latents, final, *, param, transform, restarts, targets):
     t = targets
     if final is None:  # the final images are scored untransformed, by one more forward pass
         final = _scores(apply, params, objs, latents, None, param, transform)
@@ -173,9 +174,8 @@ def _finish(apply, params, objs, latents, history, final, *, param, transform, r
     best = jnp.argmax(jnp.where(jnp.isfinite(totals), totals, -jnp.inf), axis=1)
     images = jax.vmap(param.to_image)(latents)
     images = images.reshape((t, restarts) + images.shape[1:])[jnp.arange(t), best]
-    history = history.sum(axis=-1).T.reshape(t, restarts, -1)[jnp.arange(t), best]
     images = images.reshape((-1,) + images.shape[2:])  # [targets * batch, h, w, c], target-major
-    return images, final[jnp.arange(t), best], history, best, totals
+    return images, final[jnp.arange(t), best], best, totals
 
 
 def _run(model, objective, key, hyperparams, *, param, transform, optimizer, steps, restarts, targets):
@@ -186,10 +186,14 @@ def _run(model, objective, key, hyperparams, *, param, transform, optimizer, ste
                                 transform=transform, optimizer=optimizer, steps=steps)  # fmt: skip
     # Without transforms the loop's own forward pass scores the final images.
     final = transform is None
-    latents, history, final_scores = drive(advance,
-                                           latents, state, steps, final=final)  # fmt: skip
-    return _finish(model.apply, model.params, objs, latents, history, final_scores, param=param,
-                   transform=transform, restarts=restarts, targets=targets)  # fmt: skip
+    latents, history, final_scores = drive(advance, latents, state, steps, final=final)
+    images, scores, best, totals = _finish(
+        model.apply, model.params, objs, latents, final_scores, param=param, transform=transform,
+        restarts=restarts, targets=targets,
+    )  # fmt: skip
+    # The history is on the host already (and its length, the steps, is no compiled shape).
+    history = history.sum(axis=-1).T.reshape(targets, restarts, -1)[np.arange(targets), np.asarray(best)]
+    return images, scores, history, best, totals
 
 
 def visualize(
