@@ -215,6 +215,19 @@ def test_restarts_keep_the_best_of_independent_runs(tiny):
     np.testing.assert_array_equal(best.success, success.any(0))
 
 
+def test_another_number_of_steps_compiles_nothing(tiny):
+    """Steps are traced (issue 14): the loop runs a power of two of iterations and the ones past
+    the last do nothing, so 5 and 7 steps are one program; the count of updates follows steps."""
+    x = _images(2, 16, 5)
+    kw = dict(eps=[2 / 255], early_stop=False)
+    five = pgd(tiny, x, steps=5, **kw)
+    with count_compiles() as c:
+        seven = pgd(tiny, x, steps=7, **kw)
+    assert c.n == 0, c.names
+    assert np.all(np.asarray(five.steps) == 5) and np.all(np.asarray(seven.steps) == 7)
+    assert not np.array_equal(np.asarray(five.images), np.asarray(seven.images))
+
+
 def test_bim_starts_at_the_image_and_is_deterministic(tiny):
     x = _images(3, 16, 2)
     a, b = bim(tiny, x, eps=[2 / 255, 4 / 255], steps=3), bim(tiny, x, eps=[2 / 255, 4 / 255], steps=3)

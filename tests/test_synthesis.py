@@ -191,7 +191,8 @@ def test_visualize_sweeps_learning_rates_in_one_program():
 
 def test_another_number_of_steps_compiles_nothing():
     """Steps are traced (issue 14): the loop's length is rounded up to a power of two and the
-    iterations past a run's end do nothing, so 9 and 13 steps are one program."""
+    iterations past a run's end do nothing, so 9 and 13 steps are one program (inversion's
+    schedule with traced boundaries: tests/test_synthesis_pieces.py)."""
     objs = [objectives.channel("conv3", 4)] * 2
     kw = dict(preset="plain", size=32)
     short = cnnjax.visualize(TINY, objs, steps=9, **kw)
@@ -199,10 +200,12 @@ def test_another_number_of_steps_compiles_nothing():
     st = dict(content_layer="conv3", style_layers=("conv1", "conv2"))
     cnnjax.style_transfer(TINY, content, style, steps=5, **st)
     cnnjax.dream(TINY, content, "conv2", octaves=1, steps=5, jitter=4)
+    cnnjax.invert(TINY, content, "conv3", steps=9)
     with count_compiles() as c:
         long = cnnjax.visualize(TINY, objs, steps=13, **kw)
         cnnjax.style_transfer(TINY, content, style, steps=7, **st)
         cnnjax.dream(TINY, content, "conv2", octaves=1, steps=6, jitter=4)
+        cnnjax.invert(TINY, content, "conv3", steps=14)  # its schedule's boundaries are traced too
     assert c.n == 0, c.names
     # The same first steps: the longer run's history starts with the shorter run's.
     assert short.history.shape == (2, 9) and long.history.shape == (2, 13)

@@ -330,3 +330,32 @@ def test_stack_batches_objectives_of_one_kind_only():
     assert batch.channel.shape == (5,)
     with pytest.raises(ValueError, match="same kind, on the same layers"):
         objectives.stack([objectives.channel("conv3", 0), objectives.channel("conv2", 0)])
+
+
+@pytest.mark.parametrize("steps", [1, 7, 300])
+def test_inversions_traced_schedule_is_optax_piecewise_constant(steps):
+    """``invert``'s steps are traced, so its learning-rate drops (10x at 60% and 85% of the run)
+    take traced boundaries: the updates equal those of ``optax.piecewise_constant_schedule``
+    with the boundaries as Python ints, bit for bit (1 step: the two boundaries meet)."""
+    from cnnjax.synthesis._engine import normalize_by_mean_abs
+    from cnnjax.synthesis._invert import _boundaries, _optimizer
+
+    lr, momentum = 0.01, 0.9
+    ours = _optimizer({"learning_rate": jnp.float32(lr), "momentum": jnp.float32(momentum),
+                       "boundaries": jnp.asarray(_boundaries(steps))})  # fmt: skip
+    schedule = optax.piecewise_constant_schedule(lr, {int(0.6 * steps): 0.1, int(0.85 * steps): 0.1})
+    reference = optax.chain(
+        normalize_by_mean_abs(), optax.sgd(schedule, momentum=momentum), priors.box(-0.5, 0.5)
+    )
+    grads = normal(0, (steps, 4, 5), scale=1.0)
+
+    def run(opt):
+        def body(carry, g):
+            x, state = carry
+            updates, state = opt.update(g, state, x)
+            return (optax.apply_updates(x, updates), state), None
+
+        x = jnp.zeros((4, 5))
+        return jax.lax.scan(body, (x, opt.init(x)), grads)[0][0]
+
+    np.testing.assert_array_equal(jax.jit(lambda: run(ours))(), jax.jit(lambda: run(reference))())

@@ -47,10 +47,10 @@ def attack_loss(logits, classes, targeted):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("apply", "norm", "steps", "restarts", "squeeze"),
+    static_argnames=("apply", "norm", "length", "restarts", "squeeze"),
 )
 def _iterative(apply, params, images, classes, targeted, eps, learning_rate, key, random_start, early_stop,
-               *, norm, steps, restarts, squeeze):  # fmt: skip
+               steps, *, norm, length, restarts, squeeze):  # fmt: skip
     (n, h, w, c), e, r = images.shape, eps.shape[0], restarts
     shape = (e, r, n)
     # Untargeted without labels: the model's top-1 on the clean images, in this same program
@@ -83,7 +83,7 @@ def _iterative(apply, params, images, classes, targeted, eps, learning_rate, key
         # Examples are independent, so the gradient of the sum is each example's own gradient.
         return jnp.sum(attack_loss(logits, cls, tgt)), logits
 
-    def body(carry, last):
+    def live(carry, last):
         x, state, done, count, _ = carry
         (_, logits), g = jax.value_and_grad(loss, has_aux=True)(x)
         # An example that already succeeded keeps its iterate: a mask, not a break.
@@ -91,7 +91,12 @@ def _iterative(apply, params, images, classes, targeted, eps, learning_rate, key
         updates, state = tx.update(g, state, x)
         x_new = project(optax.apply_updates(x, updates), x0, eps_f, norm)
         frozen = done | last
-        return (jnp.where(col(frozen), x, x_new), state, done, count + (~frozen), logits), None
+        return jnp.where(col(frozen), x, x_new), state, done, count + (~frozen), logits
+
+    def body(carry, i):
+        # Iterations past the last (the loop's length is a power of two, so that nearby step
+        # counts share one program: ``steps`` is traced) leave everything as it is.
+        return jax.lax.cond(i > steps, lambda: carry, lambda: live(carry, i == steps)), None
 
     # One pass more than there are steps, with its update masked: it evaluates the final
     # iterate inside the same loop body, so no separate forward pass is compiled (on
@@ -99,7 +104,7 @@ def _iterative(apply, params, images, classes, targeted, eps, learning_rate, key
     n_all = cls.shape[0]
     init = (x, tx.init(x), jnp.zeros((n_all,), bool), jnp.zeros((n_all,), jnp.int32),
             jnp.zeros((n_all, num_classes(apply, params, images)), jnp.float32))  # fmt: skip
-    (x, _, _, count, logits), _ = jax.lax.scan(body, init, jnp.arange(steps + 1) == steps)
+    (x, _, _, count, logits), _ = jax.lax.scan(body, init, jnp.arange(length))
     probs = jax.nn.softmax(logits, axis=-1)
     success = succeeded(logits, cls, tgt)
     # Best of R restarts per example: a success first, then the attacker's highest loss.
@@ -148,8 +153,8 @@ def _run(model, images, labels, targets, *, eps, norm, steps, learning_rate, def
         targeted = np.full(classes.shape, targeted)
     result = _iterative(
         model.apply, model.params, images, classes, targeted, jnp.asarray(eps_arr), jnp.asarray(alpha),
-        key, jnp.asarray(bool(random_start)), jnp.asarray(bool(early_stop)), norm=norm, steps=steps,
-        restarts=restarts, squeeze=scalar,
+        key, jnp.asarray(bool(random_start)), jnp.asarray(bool(early_stop)), np.int32(steps), norm=norm,
+        length=1 << steps.bit_length(), restarts=restarts, squeeze=scalar,
     )  # fmt: skip
     return check_finite(result, name)
 

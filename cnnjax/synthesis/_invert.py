@@ -75,27 +75,37 @@ def tv_weight(model: Model, layer: str) -> float:
     return float(lo * (hi / lo) ** depth)
 
 
-def _optimizer(steps: int):
-    """The optimiser as a function of the (traced) learning rate and momentum.
+def _boundaries(steps: int) -> np.ndarray:
+    """Where the learning rate drops 10x: at 60% and at 85% of the run (one drop if they meet)."""
+    return np.array([int(0.6 * steps), int(0.85 * steps)], np.int32)
 
-    The learning rate drops 10x at 60% and again at 85% of the run. Gradients are normalised
-    by their mean absolute value, so the learning rate is a mean change per pixel at every
-    layer. The latent is projected onto the box so that no pixel sticks at a clipped value,
-    where the priors' gradients would vanish.
+
+def _optimizer(h):
+    """The optimiser as a function of the (traced) learning rate, momentum and the steps where
+    the learning rate drops 10x (:func:`_boundaries`: traced too, so the number of steps is no
+    compiled constant).
+
+    Gradients are normalised by their mean absolute value, so the learning rate is a mean change
+    per pixel at every layer. The latent is projected onto the box so that no pixel sticks at a
+    clipped value, where the priors' gradients would vanish.
     """
+    b = h["boundaries"]
 
-    def make(h):
-        boundaries = {int(0.6 * steps): 0.1, int(0.85 * steps): 0.1}
-        schedule = optax.piecewise_constant_schedule(h["learning_rate"], boundaries)
-        return optax.chain(
-            normalize_by_mean_abs(), optax.sgd(schedule, momentum=h["momentum"]), _priors.box(-0.5, 0.5)
-        )
+    def schedule(count):  # optax.piecewise_constant_schedule's arithmetic, boundaries traced
+        v = h["learning_rate"]
+        for k in range(2):
+            indicator = jnp.maximum(0.0, jnp.sign(b[k] - count))
+            dropped = v * indicator + (1 - indicator) * 0.1 * v
+            v = dropped if k == 0 else jnp.where(b[1] == b[0], v, dropped)
+        return v
 
-    return make
+    return optax.chain(
+        normalize_by_mean_abs(), optax.sgd(schedule, momentum=h["momentum"]), _priors.box(-0.5, 0.5)
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "layers", "param", "steps", "from_code"))
-def _setup(apply, params, targets, keys, hyper, *, layers, param, steps, from_code):
+@functools.partial(jax.jit, static_argnames=("apply", "layers", "param", "from_code"))
+def _setup(apply, params, targets, keys, hyper, *, layers, param, from_code):
     """The codes to match, the starting latents and the optimiser's state."""
     if from_code:
         codes = {layers[0]: targets}
@@ -103,14 +113,16 @@ def _setup(apply, params, targets, keys, hyper, *, layers, param, steps, from_co
         acts = apply(params, targets)
         codes = {name: acts[name] for name in layers}
     latents = jax.vmap(param.init)(keys)
-    return codes, latents, init_state(_optimizer(steps), latents, _rates(hyper, keys.shape[0]))
+    return codes, latents, init_state(_optimizer, latents, _rates(hyper, keys.shape[0]))
 
 
 def _rates(hyper, problems):
-    return {k: jnp.broadcast_to(hyper[k], (problems,)) for k in ("learning_rate", "momentum")}
+    """The optimiser's hyperparameters, one row per problem."""
+    return {k: jnp.broadcast_to(hyper[k], (problems,) + jnp.shape(hyper[k])) for k in
+            ("learning_rate", "momentum", "boundaries")}  # fmt: skip
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "layers", "param", "length", "steps"))
+@functools.partial(jax.jit, static_argnames=("apply", "layers", "param", "length"))
 def _advance(apply, params, codes, keys, tv_weights, hyper, latents, state, start, *, layers, param, length,
              steps):  # fmt: skip
     n = jax.tree.leaves(codes)[0].shape[0]
@@ -132,14 +144,13 @@ def _advance(apply, params, codes, keys, tv_weights, hyper, latents, state, star
         return error + prior, (error + prior, error)
 
     rates = _rates(hyper, keys.shape[0])
-    return minimise_chunk(loss_fn, latents, state, keys, _optimizer(steps), rates, start, length=length,
-                          steps=steps)  # fmt: skip
+    return minimise_chunk(loss_fn, latents, state, keys, _optimizer, rates, start, length=length, steps=steps)
 
 
 def _run(model, targets, keys, tv_weights, hyper, *, layers, param, steps, from_code):
     """Setup, then the steps in chunks (Ctrl-C is seen between them)."""
     codes, latents, state = _setup(model.apply, model.params, targets, keys, hyper, layers=layers,
-                                   param=param, steps=steps, from_code=from_code)  # fmt: skip
+                                   param=param, from_code=from_code)  # fmt: skip
     advance = functools.partial(_advance, model.apply, model.params, codes, keys, tv_weights, hyper,
                                 layers=layers, param=param, steps=steps)  # fmt: skip
     latents, (history, _), (_, error) = drive(advance, latents, state, steps, final=True)
@@ -228,7 +239,7 @@ def invert(
         targets,
         keys,
         jnp.asarray(tv),
-        {k: jnp.float32(v) for k, v in hyper.items()},
+        {**{k: jnp.float32(v) for k, v in hyper.items()}, "boundaries": _boundaries(steps)},
         layers=layers,
         param=param,
         steps=steps,
