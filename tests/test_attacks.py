@@ -216,8 +216,8 @@ def test_restarts_keep_the_best_of_independent_runs(tiny):
 
 
 def test_another_number_of_steps_compiles_nothing(tiny):
-    """Steps are traced (issue 14): the loop runs a power of two of iterations and the ones past
-    the last do nothing, so 5 and 7 steps are one program; the count of updates follows steps."""
+    """Steps are traced (issue 14): the loop's trip count is, so 5 and 7 steps are one program;
+    the count of updates follows steps."""
     x = _images(2, 16, 5)
     kw = dict(eps=[2 / 255], early_stop=False)
     five = pgd(tiny, x, steps=5, **kw)

@@ -47,10 +47,10 @@ def attack_loss(logits, classes, targeted):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("apply", "norm", "length", "restarts", "squeeze"),
+    static_argnames=("apply", "norm", "restarts", "squeeze"),
 )
 def _iterative(apply, params, images, classes, targeted, eps, learning_rate, key, random_start, early_stop,
-               steps, *, norm, length, restarts, squeeze):  # fmt: skip
+               steps, *, norm, restarts, squeeze):  # fmt: skip
     (n, h, w, c), e, r = images.shape, eps.shape[0], restarts
     shape = (e, r, n)
     # Untargeted without labels: the model's top-1 on the clean images, in this same program
@@ -93,18 +93,14 @@ def _iterative(apply, params, images, classes, targeted, eps, learning_rate, key
         frozen = done | last
         return jnp.where(col(frozen), x, x_new), state, done, count + (~frozen), logits
 
-    def body(carry, i):
-        # Iterations past the last (the loop's length is a power of two, so that nearby step
-        # counts share one program: ``steps`` is traced) leave everything as it is.
-        return jax.lax.cond(i > steps, lambda: carry, lambda: live(carry, i == steps)), None
-
     # One pass more than there are steps, with its update masked: it evaluates the final
     # iterate inside the same loop body, so no separate forward pass is compiled (on
     # EfficientNet a few seconds of compile time saved for one extra gradient at run time).
     n_all = cls.shape[0]
     init = (x, tx.init(x), jnp.zeros((n_all,), bool), jnp.zeros((n_all,), jnp.int32),
             jnp.zeros((n_all, num_classes(apply, params, images)), jnp.float32))  # fmt: skip
-    (x, _, _, count, logits), _ = jax.lax.scan(body, init, jnp.arange(length))
+    # ``steps`` is traced (nearby step counts share one program): a loop with a traced trip count.
+    x, _, _, count, logits = jax.lax.fori_loop(0, steps + 1, lambda i, carry: live(carry, i == steps), init)
     probs = jax.nn.softmax(logits, axis=-1)
     success = succeeded(logits, cls, tgt)
     # Best of R restarts per example: a success first, then the attacker's highest loss.
@@ -154,7 +150,7 @@ def _run(model, images, labels, targets, *, eps, norm, steps, learning_rate, def
     result = _iterative(
         model.apply, model.params, images, classes, targeted, jnp.asarray(eps_arr), jnp.asarray(alpha),
         key, jnp.asarray(bool(random_start)), jnp.asarray(bool(early_stop)), np.int32(steps), norm=norm,
-        length=1 << steps.bit_length(), restarts=restarts, squeeze=scalar,
+        restarts=restarts, squeeze=scalar,
     )  # fmt: skip
     return check_finite(result, name)
 

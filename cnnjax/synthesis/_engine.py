@@ -81,9 +81,10 @@ def minimise_chunk(
     Iteration ``i`` evaluates ``loss_fn`` at the current latents with the keys
     ``fold_in(keys[p], i)`` and, while ``i < steps``, takes one step; the iteration at
     ``steps`` only evaluates (the final losses: the network is compiled once, inside the loop,
-    and not again after it), and later ones, which pad a run out to whole chunks, do nothing
-    (a ``lax.cond``; their aux is zeros). ``steps`` may be traced: a run with another number of
-    steps reuses the compiled program when :func:`chunks` gives it the same ``length``.
+    and not again after it), and later ones, which pad a run out to whole chunks, do not run
+    (the loop's trip count is traced; their aux is zeros). ``steps`` may be traced: a run with
+    another number of steps reuses the compiled program when :func:`chunks` gives it the same
+    ``length``.
 
     Args:
       loss_fn: ``(latents, keys) -> (losses [N], aux)``: ``latents`` with a leading axis of N
@@ -136,16 +137,20 @@ def minimise_chunk(
     n = jax.tree.leaves(latents)[0].shape[0]
     if keys.shape != (n,):
         raise ValueError(f"minimise_chunk needs one key per problem ({n}), got keys of shape {keys.shape}")
-    # The shapes of one iteration's aux, for the padding iterations' zeros (a trace, no FLOPs).
-    idle_aux = jax.tree.map(
-        lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(lambda z: loss_fn(z, keys)[1], latents)
-    )
+    # The iterations up to the final evaluation run; those past it (padding a run out to whole
+    # chunks) do not: a loop with a traced trip count, each iteration's aux written into a
+    # buffer of ``length`` rows whose shapes come from one trace of the loss (no FLOPs).
+    shapes = jax.eval_shape(lambda z: loss_fn(z, keys)[1], latents)
+    buffer = jax.tree.map(lambda a: jnp.zeros((length,) + a.shape, a.dtype), shapes)
 
-    def step(carry, j):
-        i = start + j
-        return jax.lax.cond(i > steps, lambda: (carry, idle_aux), lambda: live(carry, i))
+    def step(j, carry):
+        carry, buffer = carry
+        carry, aux = live(carry, start + j)
+        buffer = jax.tree.map(lambda b, a: jax.lax.dynamic_update_index_in_dim(b, a, j, 0), buffer, aux)
+        return carry, buffer
 
-    (latents, state), aux = jax.lax.scan(step, (latents, state), jnp.arange(length))
+    count = jnp.clip(steps + 1 - start, 0, length)
+    (latents, state), aux = jax.lax.fori_loop(0, count, step, ((latents, state), buffer))
     return latents, state, aux
 
 
