@@ -69,9 +69,10 @@ def _relu6_bwd(y, g):
 _relu6.defvjp(_relu6_fwd, _relu6_bwd)
 
 
-def _init(rngs: nnx.Rngs | None, shape: tuple[int, ...], std: float, fill=None):
-    """A new parameter: ``fill(shape)``, else normal with ``std``; with ``rngs=None`` only its
-    shape (a ``jax.ShapeDtypeStruct``: the module is built empty, for weights to be assigned)."""
+def _init(rngs: nnx.Rngs | None, shape: tuple[int, ...], *, std: float = 1.0, fill=None):
+    """A new parameter: ``fill(shape)`` if given, else normal with ``std``; with ``rngs=None``
+    only its shape (a ``jax.ShapeDtypeStruct``: the module is built empty, for weights to be
+    assigned)."""
     if rngs is None:
         return jax.ShapeDtypeStruct(shape, jnp.float32)
     return fill(shape) if fill is not None else jax.random.normal(rngs.params(), shape) * std
@@ -81,8 +82,8 @@ class Dense(nnx.Module):
     """``x @ kernel + bias`` (as ``nnx.Linear``, whose state paths it keeps), buildable empty."""
 
     def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs | None):
-        self.kernel = nnx.Param(_init(rngs, (cin, cout), np.sqrt(1.0 / cin)))
-        self.bias = nnx.Param(_init(rngs, (cout,), 1.0, jnp.zeros))
+        self.kernel = nnx.Param(_init(rngs, (cin, cout), std=np.sqrt(1.0 / cin)))
+        self.bias = nnx.Param(_init(rngs, (cout,), fill=jnp.zeros))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return x @ self.kernel[...] + self.bias[...][None]
@@ -107,11 +108,11 @@ class ConvBN(nnx.Module):
         shape = shapes[kind]
         fan_in = int(np.prod(shape[:-1]))
         self.kind, self.kernel_size, self.stride, self.depthwise_impl = kind, kernel, stride, depthwise_impl
-        self.kernel = nnx.Param(_init(rngs, shape, np.sqrt(2.0 / fan_in)))
-        self.scale = nnx.Param(_init(rngs, (cout,), 1.0, jnp.ones))
-        self.bias = nnx.Param(_init(rngs, (cout,), 1.0, jnp.zeros))
-        self.mean = nnx.BatchStat(_init(rngs, (cout,), 1.0, jnp.zeros))
-        self.var = nnx.BatchStat(_init(rngs, (cout,), 1.0, jnp.ones))
+        self.kernel = nnx.Param(_init(rngs, shape, std=np.sqrt(2.0 / fan_in)))
+        self.scale = nnx.Param(_init(rngs, (cout,), fill=jnp.ones))
+        self.bias = nnx.Param(_init(rngs, (cout,), fill=jnp.zeros))
+        self.mean = nnx.BatchStat(_init(rngs, (cout,), fill=jnp.zeros))
+        self.var = nnx.BatchStat(_init(rngs, (cout,), fill=jnp.ones))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         inv = self.scale[...] * jax.lax.rsqrt(self.var[...] + BN_EPS)

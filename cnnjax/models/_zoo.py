@@ -41,7 +41,7 @@ def module_tensors(module) -> dict[str, np.ndarray]:
     }
 
 
-def assign_tensors(module: Callable | Any, tensors: Mapping[str, np.ndarray], source: str):
+def assign_tensors(module: Any, tensors: Mapping[str, np.ndarray], source: str):
     """Fill a module's state from ``tensors``: an empty module (its variables hold only shapes,
     such as ``nnx.eval_shape``'s), or a factory ``module()`` that is built abstractly first.
 

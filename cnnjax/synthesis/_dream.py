@@ -76,15 +76,16 @@ def _octave_start(images, previous, hyperparams, *, size):
     return base, start, init_state(_optimizer, start, hyperparams)
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "transform", "length"))
-def _advance(apply, params, objective, keys, hyperparams, latents, state, start, *, transform, length, steps):
+@functools.partial(jax.jit, static_argnames=("apply", "transform", "length", "final"))
+def _advance(apply, params, objective, keys, hyperparams, latents, state, start, *, transform, length, final,
+             steps):  # fmt: skip
     def loss_fn(latents, step_keys):
         x = jax.vmap(lambda k, im: transform(k, im[None])[0])(step_keys, latents)
         score = objective(apply(params, x))
         return -score, score
 
     return minimise_chunk(
-        loss_fn, latents, state, keys, _optimizer, hyperparams, start, length=length, steps=steps
+        loss_fn, latents, state, keys, _optimizer, hyperparams, start, length=length, steps=steps, final=final
     )
 
 

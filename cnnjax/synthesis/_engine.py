@@ -74,15 +74,16 @@ def minimise_chunk(
     *,
     length: int,
     steps: int,
+    final: bool = True,
 ) -> tuple[Any, Any, Any]:
     """Iterations ``start .. start + length - 1`` of ``steps`` optimiser steps on N independent
-    problems, in one ``lax.scan`` (inside the caller's ``jax.jit``).
+    problems, in one loop (inside the caller's ``jax.jit``).
 
     Iteration ``i`` evaluates ``loss_fn`` at the current latents with the keys
-    ``fold_in(keys[p], i)`` and, while ``i < steps``, takes one step; the iteration at
-    ``steps`` only evaluates (the final losses: the network is compiled once, inside the loop,
-    and not again after it), and later ones, which pad a run out to whole chunks, do not run
-    (the loop's trip count is traced; their aux is zeros). ``steps`` may be traced: a run with
+    ``fold_in(keys[p], i)`` and, while ``i < steps``, takes one step; with ``final``, the
+    iteration at ``steps`` only evaluates (the final losses: the network is compiled once,
+    inside the loop, and not again after it). Later ones, which pad a run out to whole chunks,
+    do not run (the loop's trip count is traced; their aux is zeros). ``steps`` may be traced: a run with
     another number of steps reuses the compiled program when :func:`chunks` gives it the same
     ``length``.
 
@@ -100,6 +101,8 @@ def minimise_chunk(
       start: the first iteration's index (traced).
       length: iterations in this call (static).
       steps: optimiser steps in the whole run (an int, or traced).
+      final: whether the run ends with the evaluation at ``steps`` (static; :func:`drive`
+        passes its own).
 
     Returns:
       ``(latents, state, aux stacked over the iterations)``.
@@ -149,7 +152,7 @@ def minimise_chunk(
         buffer = jax.tree.map(lambda b, a: jax.lax.dynamic_update_index_in_dim(b, a, j, 0), buffer, aux)
         return carry, buffer
 
-    count = jnp.clip(steps + 1 - start, 0, length)
+    count = jnp.clip(steps + int(final) - start, 0, length)
     (latents, state), aux = jax.lax.fori_loop(0, count, step, ((latents, state), buffer))
     return latents, state, aux
 
@@ -168,7 +171,7 @@ def chunks(steps: int, final: bool, chunk: int | None = None) -> tuple[int, int]
 
 def drive(advance: Callable, latents: Any, state: Any, steps: int, *, final: bool) -> tuple[Any, Any, Any]:
     """Run a whole optimisation as :func:`chunks` calls of ``advance(latents, state, start, *,
-    length) -> (latents, state, aux)`` (a jitted :func:`minimise_chunk`), waiting for each in a
+    length, final) -> (latents, state, aux)`` (a jitted :func:`minimise_chunk`), waiting for each in a
     way Ctrl-C interrupts at once: a long run stops within a call, never runs on unseen.
 
     Returns:
@@ -179,7 +182,7 @@ def drive(advance: Callable, latents: Any, state: Any, steps: int, *, final: boo
     calls, length = chunks(steps, final)
     parts = []
     for c in range(calls):
-        latents, state, aux = advance(latents, state, np.int32(c * length), length=length)
+        latents, state, aux = advance(latents, state, np.int32(c * length), length=length, final=final)
         parts.append(jax.tree.map(np.asarray, wait(aux)))
     aux = jax.tree.map(lambda *a: np.concatenate(a), *parts)
     history = jax.tree.map(lambda a: a[:steps], aux)

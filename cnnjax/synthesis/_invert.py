@@ -122,9 +122,9 @@ def _rates(hyper, problems):
             ("learning_rate", "momentum", "boundaries")}  # fmt: skip
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "layers", "param", "length"))
+@functools.partial(jax.jit, static_argnames=("apply", "layers", "param", "length", "final"))
 def _advance(apply, params, codes, keys, tv_weights, hyper, latents, state, start, *, layers, param, length,
-             steps):  # fmt: skip
+             final, steps):  # fmt: skip
     n = jax.tree.leaves(codes)[0].shape[0]
     weights = jnp.repeat(tv_weights, n)
 
@@ -144,7 +144,9 @@ def _advance(apply, params, codes, keys, tv_weights, hyper, latents, state, star
         return error + prior, (error + prior, error)
 
     rates = _rates(hyper, keys.shape[0])
-    return minimise_chunk(loss_fn, latents, state, keys, _optimizer, rates, start, length=length, steps=steps)
+    return minimise_chunk(
+        loss_fn, latents, state, keys, _optimizer, rates, start, length=length, steps=steps, final=final
+    )
 
 
 def _run(model, targets, keys, tv_weights, hyper, *, layers, param, steps, from_code):

@@ -170,10 +170,10 @@ def _setup(apply, params, content, style, blend, key, temperature, hyperparams, 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("apply", "content_layer", "style_layers", "optimizer", "smoothing", "length"),
+    static_argnames=("apply", "content_layer", "style_layers", "optimizer", "smoothing", "length", "final"),
 )
 def _advance(apply, params, targets, weights, keys, temperature, hyperparams, x, state, start, *,
-             content_layer, style_layers, optimizer, smoothing, length, steps):  # fmt: skip
+             content_layer, style_layers, optimizer, smoothing, length, final, steps):  # fmt: skip
     layers = tuple(dict.fromkeys((content_layer,) + style_layers))
     w_content, w_style, w_tv = weights[:, 0], weights[:, 1], weights[:, 2]
 
@@ -188,7 +188,9 @@ def _advance(apply, params, targets, weights, keys, temperature, hyperparams, x,
         total = w_content * c_loss + w_style * s_loss + w_tv * _losses.total_variation(x)
         return total, (total, c_loss, s_loss)
 
-    return minimise_chunk(loss_fn, x, state, keys, optimizer, hyperparams, start, length=length, steps=steps)
+    return minimise_chunk(
+        loss_fn, x, state, keys, optimizer, hyperparams, start, length=length, steps=steps, final=final
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("preserve_color",))

@@ -150,9 +150,9 @@ def _scores(apply, params, objs, latents, step_keys, param, transform):
     return jax.vmap(lambda o, a: o(a))(objs, acts)  # [N, batch]
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "param", "transform", "optimizer", "length"))
+@functools.partial(jax.jit, static_argnames=("apply", "param", "transform", "optimizer", "length", "final"))
 def _advance(apply, params, objs, keys, hyperparams, latents, state, start, *, param, transform, optimizer,
-             length, steps):  # fmt: skip
+             length, final, steps):  # fmt: skip
     def loss_fn(latents, step_keys):
         s = _scores(
             apply, params, objs, latents, step_keys if transform is not None else None, param, transform
@@ -160,7 +160,7 @@ def _advance(apply, params, objs, keys, hyperparams, latents, state, start, *, p
         return -s.sum(axis=1), s
 
     return minimise_chunk(
-        loss_fn, latents, state, keys, optimizer, hyperparams, start, length=length, steps=steps
+        loss_fn, latents, state, keys, optimizer, hyperparams, start, length=length, steps=steps, final=final
     )
 
 
