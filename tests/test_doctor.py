@@ -211,11 +211,13 @@ REAL_FASHION_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "
 
 @pytest.mark.skipif(not REAL_FASHION_MNIST.is_dir(), reason="Fashion-MNIST files not beside the repository")
 def test_cnnjax_doctor_is_quiet_on_the_bundled_fashionnet(tmp_path, capsys):
-    """The healthy setup of the issue: the trained FashionNet with its recipe's settings."""
+    """The healthy setup of the issue: the trained FashionNet with its recipe's settings, short runs
+    of 10 steps (the command's default is 50; every check passed at 10 and at 30 when measured,
+    and 10 runs in a third of the time)."""
     from cnnjax.cli import main
 
     out = tmp_path / "doctor"
-    args = ["--l2", "5e-5", "--augment", "--limit", "2000", "--steps", "30", "--quiet", "--out", str(out)]
+    args = ["--l2", "5e-5", "--augment", "--limit", "2000", "--steps", "10", "--examples", "16", "--quiet", "--out", str(out)]
     code = main(["doctor", "--data-dir", str(REAL_FASHION_MNIST), *args])
     lines = [line for line in capsys.readouterr().out.splitlines() if line[:4] in ("PASS", "WARN", "FAIL")]
     assert code == 0 and len(lines) == 11
