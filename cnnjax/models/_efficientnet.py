@@ -12,9 +12,8 @@ Named activations, in forward order: ``input``, ``stem`` (112x112x32), ``block_0
 (1280), ``logits`` (1000).
 
 Speed on CPU: the 1x1 convolutions run as matrix products and the depthwise convolutions as
-sums of shifted multiplies with their own VJP (:mod:`cnnjax._src.depthwise`), and the blocks at
-28 px and above run one image at a time so that an image's expanded activations stay in cache;
-on GPU and TPU XLA's own grouped convolution is used, on the whole batch.
+sums of shifted multiplies with their own VJP (:mod:`cnnjax._src.depthwise`); on GPU and TPU
+XLA's own grouped convolution is used.
 """
 
 from __future__ import annotations
@@ -38,11 +37,6 @@ VALUE_MAPPING = ValueMapping(mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
 _STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
            (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))  # fmt: skip
 STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
-# On CPU, blocks whose input is at least this many pixels high run one image at a time (at 224 px:
-# blocks 0-5). Measured on 8 images at 224 px (AMD EPYC, 2 cores, benchmarks/README.md): the input
-# gradient 0.210 s against 0.282 s for the whole batch at once, the forward pass 0.060 s against
-# 0.102 s, in the same run; the other variants tried are listed there.
-_PER_IMAGE_FROM = 28
 
 #: One ``(in_channels, out_channels, kernel, stride, expand_ratio)`` per block.
 BLOCK_ARGS: tuple[tuple[int, int, int, int, int], ...] = tuple(
@@ -145,21 +139,9 @@ class MBConv(nnx.Module):
         self.residual = stride == 1 and cin == cout
 
     def __call__(self, x):
-        if x.shape[0] > 1 and x.shape[1] >= _PER_IMAGE_FROM and self._on_cpu():
-            # One image at a time, each recomputed in the backward pass (jax.checkpoint): the
-            # 6x-expanded activations of one image stay in the CPU's caches for the depthwise
-            # convolution, the ReLU6 masks and the projection (see _PER_IMAGE_FROM).
-            return jax.lax.map(jax.checkpoint(lambda xi: self._block(xi[None])[0]), x)
-        return self._block(x)
-
-    def _block(self, x):
         h = _relu6(self.expand(x)) if self.expand is not None else x
         h = self.project(_relu6(self.depthwise(h)))
         return h + x if self.residual else h
-
-    def _on_cpu(self) -> bool:
-        impl = self.depthwise.depthwise_impl
-        return impl == "shift" or (impl == "auto" and jax.default_backend() == "cpu")
 
 
 class EfficientNetLite0(nnx.Module):
