@@ -217,7 +217,8 @@ def test_cnnjax_doctor_is_quiet_on_the_bundled_fashionnet(tmp_path, capsys):
     from cnnjax.cli import main
 
     out = tmp_path / "doctor"
-    args = ["--l2", "5e-5", "--augment", "--limit", "2000", "--steps", "10", "--examples", "16", "--quiet", "--out", str(out)]
+    short = ["--limit", "2000", "--steps", "10", "--examples", "16"]
+    args = ["--l2", "5e-5", "--augment", *short, "--quiet", "--out", str(out)]
     code = main(["doctor", "--data-dir", str(REAL_FASHION_MNIST), *args])
     lines = [line for line in capsys.readouterr().out.splitlines() if line[:4] in ("PASS", "WARN", "FAIL")]
     assert code == 0 and len(lines) == 11
