@@ -126,6 +126,28 @@ def test_lbfgs_and_carlini_wagner_find_the_minimal_perturbation_of_a_linear_mode
     assert np.all(np.isfinite(lb.c)) and np.all(np.asarray(lb.c) > 0)
 
 
+def test_lbfgs_and_carlini_wagner_compile_once_for_any_number_of_steps(two_class):
+    """Their steps and search steps are traced (issue 14): other counts reuse the program."""
+    model, x = two_class
+    targets = 1 - np.asarray(model(x)["logits"]).argmax(1)
+    cw = carlini_wagner(model, x, targets=targets, steps=100, search_steps=6)  # the test above's program
+    lb = lbfgs(model, x, targets=targets, steps=10, search_steps=9)
+    with count_compiles() as c:
+        cw_short = carlini_wagner(model, x, targets=targets, steps=30, search_steps=2)
+        lb_short = lbfgs(model, x, targets=targets, steps=2, search_steps=3)
+    assert c.n == 0, c.names
+    assert np.all(np.asarray(cw.steps) == 600) and np.all(np.asarray(cw_short.steps) == 60)
+    assert np.all(np.asarray(lb.steps) == 90) and np.all(np.asarray(lb_short.steps) == 6)
+    # Fewer steps and constants: a larger perturbation wherever both found one.
+    both = np.asarray(cw.success & cw_short.success)
+    d, d_short = perturbation_norms(x, cw.images).l2, perturbation_norms(x, cw_short.images).l2
+    assert (
+        both.any()
+        and np.all(d_short[both] >= d[both] * (1 - 1e-4))
+        and np.any(d_short[both] > d[both] * 1.01)
+    )
+
+
 # ------------------------------------------------------------------------------ property tests
 
 

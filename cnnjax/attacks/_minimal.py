@@ -112,11 +112,11 @@ def _init_best(apply, params, images):
 # Szegedy et al. (2014): box-constrained L-BFGS with a search over c
 
 
-@functools.partial(
-    jax.jit, static_argnames=("apply", "steps", "search_steps", "memory_size", "linesearch_steps")
-)
-def _lbfgs_run(apply, params, images, classes, targeted, c_init, *, steps, search_steps, memory_size,
+@functools.partial(jax.jit, static_argnames=("apply", "memory_size", "linesearch_steps"))
+def _lbfgs_run(apply, params, images, classes, targeted, c_init, steps, search_steps, *, memory_size,
                linesearch_steps):  # fmt: skip
+    # steps and search_steps are traced: loops with traced trip counts (any counts, one program);
+    # memory_size sets L-BFGS's state's shapes and linesearch_steps optax's line search.
     opt = optax.lbfgs(
         memory_size=memory_size,
         linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=linesearch_steps),
@@ -134,31 +134,31 @@ def _lbfgs_run(apply, params, images, classes, targeted, c_init, *, steps, searc
             logits = apply(params, xa[None])["logits"]
             return c * jnp.sum((xa - x) ** 2) + class_loss(logits, cls[None], tgt)[0]
 
-        def body(carry, _):
+        def body(_, carry):
             w, state, value, grad = carry
             updates, state = opt.update(grad, state, w, value=value, grad=grad, value_fn=f)
             w = optax.apply_updates(w, updates)
             # The line search has already evaluated f and its gradient at the accepted point.
-            return (w, state, optax.tree.get(state, "value"), optax.tree.get(state, "grad")), None
+            return w, state, optax.tree.get(state, "value"), optax.tree.get(state, "grad")
 
         value, grad = jax.value_and_grad(f)(w0)
-        (w, *_), _ = jax.lax.scan(body, (w0, opt.init(w0), value, grad), length=steps)
+        w, *_ = jax.lax.fori_loop(0, steps, body, (w0, opt.init(w0), value, grad))
         xa = image(w)
         return xa, apply(params, xa[None])["logits"][0]
 
-    def search(carry, _):
+    def search(_, carry):
         c, c_ok, c_fail, best = carry
         xa, logits = jax.vmap(minimise)(images, classes, targeted, c)
         success = succeeded(logits, classes, targeted)
         dist = jnp.sqrt(jnp.sum((xa - images) ** 2, axis=(1, 2, 3)))
         best = _keep_best(best, xa, dist, c, success, logits)
         c, c_ok, c_fail = _search_constant(c, c_ok, c_fail, success, more_is_harder=True)
-        return (c, c_ok, c_fail, best), None
+        return c, c_ok, c_fail, best
 
     n = images.shape[0]  # c starts at c_init; nothing succeeded (0) or failed (inf) yet
     bounds = jnp.zeros((n,)), jnp.full((n,), jnp.inf)
     init = (jnp.full((n,), c_init), *bounds, _init_best(apply, params, images))
-    (_, _, _, best), _ = jax.lax.scan(search, init, length=search_steps)
+    *_, best = jax.lax.fori_loop(0, search_steps, search, init)
     return _result_from_best(best, steps * search_steps)
 
 
@@ -231,7 +231,7 @@ def lbfgs(
     classes, targeted = resolve_classes(model, images, classes, targeted)
     result = _lbfgs_run(
         model.apply, model.params, images, classes, targeted, jnp.float32(c),
-        steps=steps, search_steps=search_steps, memory_size=memory_size, linesearch_steps=linesearch_steps,
+        jnp.int32(steps), jnp.int32(search_steps), memory_size=memory_size, linesearch_steps=linesearch_steps,
     )  # fmt: skip
     return check_finite(result, "lbfgs")
 
@@ -240,8 +240,9 @@ def lbfgs(
 # Carlini & Wagner (2017), L2
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "steps", "search_steps"))
-def _cw_run(apply, params, images, classes, targeted, c_init, learning_rate, kappa, *, steps, search_steps):
+@functools.partial(jax.jit, static_argnames=("apply",))
+def _cw_run(apply, params, images, classes, targeted, c_init, learning_rate, kappa, steps, search_steps):
+    # steps and search_steps are traced: loops with traced trip counts (any counts, one program).
     w0, image = _box_map(images)
     opt = optax.adam(learning_rate)
 
@@ -257,27 +258,27 @@ def _cw_run(apply, params, images, classes, targeted, c_init, learning_rate, kap
         m = margin(logits, classes)
         return jnp.where(targeted, m > kappa, -m > kappa)
 
-    def round_(carry, _):
+    def round_(_, carry):
         c, c_ok, c_fail, best = carry
 
-        def step(inner, _):
+        def step(_, inner):
             w, state, best, any_success = inner
             (_, (xa, logits, dist2)), g = jax.value_and_grad(objective, has_aux=True)(w, c)
             success = cw_success(logits)
             # CW keep the best iterate of every step, not only the last one.
             best = _keep_best(best, xa, jnp.sqrt(dist2), c, success, logits)
             updates, state = opt.update(g, state, w)
-            return (optax.apply_updates(w, updates), state, best, any_success | success), None
+            return optax.apply_updates(w, updates), state, best, any_success | success
 
         any0 = jnp.zeros(c.shape, bool)
-        (_, _, best, any_success), _ = jax.lax.scan(step, (w0, opt.init(w0), best, any0), length=steps)
+        _, _, best, any_success = jax.lax.fori_loop(0, steps, step, (w0, opt.init(w0), best, any0))
         c, c_ok, c_fail = _search_constant(c, c_ok, c_fail, any_success, more_is_harder=False)
-        return (c, c_ok, c_fail, best), None
+        return c, c_ok, c_fail, best
 
     n = images.shape[0]
     bounds = jnp.full((n,), jnp.inf), jnp.zeros((n,))  # no success (upper bound), no failure yet
     init = (jnp.full((n,), c_init), *bounds, _init_best(apply, params, images))
-    (_, _, _, best), _ = jax.lax.scan(round_, init, length=search_steps)
+    *_, best = jax.lax.fori_loop(0, search_steps, round_, init)
     return _result_from_best(best, steps * search_steps)
 
 
@@ -338,6 +339,6 @@ def carlini_wagner(
     classes, targeted = resolve_classes(model, images, classes, targeted)
     result = _cw_run(
         model.apply, model.params, images, classes, targeted, jnp.float32(c),
-        jnp.float32(learning_rate), jnp.float32(kappa), steps=steps, search_steps=search_steps,
+        jnp.float32(learning_rate), jnp.float32(kappa), jnp.int32(steps), jnp.int32(search_steps),
     )  # fmt: skip
     return check_finite(result, "carlini_wagner")
