@@ -34,8 +34,13 @@ def dropout(key: jax.Array | None, h: jax.Array, rate: float) -> jax.Array:
 
 
 class Conv3x3(nnx.Module):
-    """A 3x3, stride 1, SAME convolution with bias, run as patches times a matrix (faster on CPU
-    than XLA's convolution at these widths: 437 against 386 training examples/s measured)."""
+    """A 3x3, stride 1, SAME convolution with bias, run as patches times a matrix.
+
+    On CPU, XLA's own convolution is faster in a training step on its own (0.1863 s against
+    0.2841 s per step at batch 128, AMD EPYC, 2026-12-03), but inside a ``lax.scan``, which
+    ``fit`` runs its steps in, its weight gradient is about 30x slower (5.92 s per step against
+    0.174 s), so patches it is.
+    """
 
     def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs):
         fan_in = 9 * cin
@@ -46,8 +51,21 @@ class Conv3x3(nnx.Module):
         return patch_conv(x, self.kernel[...], 1, "SAME") + self.bias[...].reshape(1, 1, 1, -1)
 
 
-def _max_pool(h):
-    return nnx.max_pool(h, window_shape=(2, 2), strides=(2, 2))
+def _max_pool(h: jax.Array) -> jax.Array:
+    """2x2 max-pooling with stride 2 (VALID: an odd last row or column is dropped), as a maximum
+    over a reshaped array.
+
+    The same values as ``nnx.max_pool(h, (2, 2), strides=(2, 2))``, whose ``reduce_window``
+    differentiates into XLA's select-and-scatter: on CPU that took 59 ms of a 0.28 s FashionNet
+    training step per pool at batch 128; the maximum's gradient is an elementwise mask
+    (measured on the whole step, AMD EPYC, same session: 0.2234 s against 0.2841 s, and 0.1291 s
+    against 0.1739 s per step inside ``fit``'s ``lax.scan``). The two differ only where a window
+    holds tied maxima: the mask shares the gradient among them, select-and-scatter gives it to
+    the first; after a ReLU, ties are at 0, where the ReLU's own gradient is 0.
+    """
+    n, height, width, c = h.shape
+    h = h[:, : height // 2 * 2, : width // 2 * 2]
+    return jnp.max(h.reshape(n, height // 2, 2, width // 2, 2, c), axis=(2, 4))
 
 
 class FashionNet(nnx.Module):
