@@ -16,6 +16,8 @@ times the same jitted step with ``instruments=True`` (per-layer gradient norms,
 update-to-parameter ratios, dead-unit fractions) against the plain step in the same run,
 rounds of each interleaved so that other load on the machine falls on both alike, and emits
 ``instrumented_over_plain`` (target <= 1.10); ``--only instruments`` runs that case alone.
+``--only layers`` times each layer alone instead (``layer_breakdown``: the 3x3 convolutions as
+patches and as XLA's convolution, the max-pools as cnnjax's and as Flax's).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from _common import device_info, emit, matmul_peak, time_call, time_jitted
 from flax import nnx
 
 from cnnjax import data
-from cnnjax.models import FashionNet, fashionnet_model
+from cnnjax._src.conv import patch_conv
+from cnnjax.models import FashionNet, _fashionnet, fashionnet_model
 from cnnjax.training import FashionConfig, TrainState, fit, make_train_step
 from cnnjax.transforms import augmentation
 
@@ -43,11 +46,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=50, help="steps per timed chunk")
     parser.add_argument("--limit", type=int, default=None, help="first N training images only (checks)")
-    parser.add_argument("--only", choices=("all", "instruments"), default="all",
-                        help="'instruments': only the instrumented-against-plain step case")  # fmt: skip
+    parser.add_argument("--only", choices=("all", "instruments", "layers"), default="all",
+                        help="'instruments': only the instrumented-against-plain step case; 'layers': "
+                             "only the per-layer breakdown")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the instruments case")
     args = parser.parse_args()
     info = device_info()
+    if args.only == "layers":
+        layer_breakdown(args.batch, info)
+        return
 
     train_all, _ = data.load_fashion_mnist(args.data)
     if args.limit is not None:
@@ -128,6 +135,50 @@ def main() -> None:
           "examples_per_s": round(len(train.labels) / epoch_s, 1),
           "val_accuracy_after_one_epoch": round(h["val_accuracy"], 4),
           "train_loss": round(h["train_loss"], 4)})  # fmt: skip
+
+
+def layer_breakdown(b: int, info: dict) -> None:
+    """FashionNet's layers at batch ``b``, each alone: every 3x3 convolution as patches times a
+    matrix (cnnjax's) and as XLA's convolution, forward and forward-with-both-gradients (of
+    ``sum(sin(conv))``, so the cotangent is not constant), and the two max-pools (cnnjax's and
+    Flax's ``reduce_window``), forward and forward-with-gradient; milliseconds, medians of 15."""
+    peak = matmul_peak()
+    emit({"case": "matmul_peak", **info, "gflops_per_s": round(peak / 1e9, 1)})
+
+    def ms(fn, *args):
+        jax.block_until_ready(fn(*args))
+        times = []
+        for _ in range(15):
+            t = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times.append(time.perf_counter() - t)
+        return round(statistics.median(times) * 1e3, 2)
+
+    def xla_conv(x, k):
+        return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def with_gradients(fn, argnums):
+        return jax.jit(jax.grad(lambda *args: jnp.sum(jnp.sin(fn(*args))), argnums))
+
+    convs = {"patches": lambda x, k: patch_conv(x, k, 1, "SAME"), "xla": xla_conv}
+    for size, cin, cout in ((28, 1, 32), (28, 32, 32), (14, 32, 64), (14, 64, 64), (7, 64, 128)):
+        x = jax.random.normal(jax.random.key(0), (b, size, size, cin))
+        k = jax.random.normal(jax.random.key(1), (3, 3, cin, cout)) * 0.1
+        flop = 2 * b * size * size * 9 * cin * cout
+        for impl, conv in convs.items():
+            fwd, both = ms(jax.jit(conv), x, k), ms(with_gradients(conv, (0, 1)), x, k)
+            emit({"case": "layer_conv3x3", **info, "batch": b, "shape": [size, size, cin, cout], "impl": impl,
+                  "forward_ms": fwd, "forward_and_gradients_ms": both,
+                  "forward_fraction_of_peak": round(flop / (fwd / 1e3) / peak, 3),
+                  "with_gradients_fraction_of_peak": round(3 * flop / (both / 1e3) / peak, 3)})  # fmt: skip
+    pools = {"cnnjax": _fashionnet._max_pool,
+             "flax": lambda h: nnx.max_pool(h, window_shape=(2, 2), strides=(2, 2))}  # fmt: skip
+    for size, c in ((28, 32), (14, 64)):
+        h = jax.random.normal(jax.random.key(2), (b, size, size, c))
+        for impl, pool in pools.items():
+            emit({"case": "layer_max_pool", **info, "batch": b, "shape": [size, size, c], "impl": impl,
+                  "forward_ms": ms(jax.jit(pool), h),
+                  "forward_and_gradient_ms": ms(with_gradients(pool, 0), h)})  # fmt: skip
 
 
 def _interleaved(
