@@ -65,9 +65,9 @@ def _max_pool(h: jax.Array) -> jax.Array:
     Flax's ``reduce_window`` differentiates into XLA's select-and-scatter, slow on CPU (the first
     pool's forward and gradient alone took 53 ms at batch 128, against about 0.27 s for a whole
     FashionNet training step). Here each window's first maximum in row-major order is picked by
-    a mask (constant under differentiation) and the window summed through it: the same value, and the gradient goes through an elementwise mask
-    to that first maximum, as select-and-scatter's does (ties are common: a blank background
-    gives equal activations). Plain differentiable operations, not a custom VJP, so that XLA
+    a mask (constant under differentiation) and the window summed through it: the same value,
+    and the gradient goes through an elementwise mask to that first maximum, as
+    select-and-scatter's does (ties are common: a blank background gives equal activations). Plain differentiable operations, not a custom VJP, so that XLA
     shares the forward pass of a differentiated step with an undifferentiated one of the same
     batch (the instruments' dead units). Measured on the whole training step (AMD EPYC, 2 cores,
     alternating with Flax's pool, two rounds): 0.2724 and 0.2719 s against
