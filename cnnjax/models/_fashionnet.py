@@ -67,14 +67,15 @@ def _max_pool(h: jax.Array) -> jax.Array:
     FashionNet training step). Here each window's first maximum in row-major order is picked by
     a mask (constant under differentiation) and the window summed through it: the same value,
     and the gradient goes through an elementwise mask to that first maximum, as
-    select-and-scatter's does (ties are common: a blank background gives equal activations). Plain differentiable operations, not a custom VJP, so that XLA
-    shares the forward pass of a differentiated step with an undifferentiated one of the same
-    batch (the instruments' dead units). Measured on the whole training step (AMD EPYC, 2 cores,
-    alternating with Flax's pool, two rounds): 0.2724 and 0.2719 s against
-    0.301 and 0.3232 s for the jitted step, 0.1764 and 0.1716 s against 0.212 and 0.1784 s per
-    step inside ``fit``'s ``lax.scan``. The cost: the forward pass alone is slower than Flax's
-    (8.52 against 1.24 ms for the first pool at batch 128; a custom JVP or VJP kept it at Flax's
-    speed, but XLA then computed the instruments' forward pass a second time).
+    select-and-scatter's does (ties are common: a blank background gives equal activations).
+    Plain differentiable operations, not a custom VJP, so that XLA shares the forward pass of a
+    differentiated step with an undifferentiated one of the same batch (the instruments' dead
+    units). Measured on the whole training step (AMD EPYC, 2 cores, alternating with Flax's
+    pool, two rounds): 0.2724 and 0.2719 s against 0.301 and 0.3232 s for the jitted step,
+    0.1764 and 0.1716 s against 0.212 and 0.1784 s per step inside ``fit``'s ``lax.scan``. The
+    cost: the forward pass alone is slower than Flax's (8.52 against 1.24 ms for the first pool
+    at batch 128; a custom JVP or VJP kept it at Flax's speed, but XLA then computed the
+    instruments' forward pass a second time).
     """
     windows = _windows(h)
     top = jnp.max(windows, axis=3, keepdims=True)
