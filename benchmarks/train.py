@@ -34,8 +34,7 @@ from _common import device_info, emit, matmul_peak, time_call, time_jitted
 from flax import nnx
 
 from cnnjax import data
-from cnnjax._src.conv import patch_conv
-from cnnjax.models import FashionNet, _fashionnet, fashionnet_model
+from cnnjax.models import FashionNet, fashionnet_model, max_pool_2x2, patch_conv
 from cnnjax.training import FashionConfig, TrainState, fit, make_train_step
 from cnnjax.transforms import augmentation
 
@@ -171,7 +170,7 @@ def layer_breakdown(b: int, info: dict) -> None:
                   "forward_ms": fwd, "forward_and_gradients_ms": both,
                   "forward_fraction_of_peak": round(flop / (fwd / 1e3) / peak, 3),
                   "with_gradients_fraction_of_peak": round(3 * flop / (both / 1e3) / peak, 3)})  # fmt: skip
-    pools = {"cnnjax": _fashionnet._max_pool,
+    pools = {"cnnjax": max_pool_2x2,
              "flax": lambda h: nnx.max_pool(h, window_shape=(2, 2), strides=(2, 2))}  # fmt: skip
     for size, c in ((28, 32), (14, 64)):
         h = jax.random.normal(jax.random.key(2), (b, size, size, c))

@@ -103,9 +103,9 @@ def test_max_pool_and_training_steps_equal_flax_max_pool(model, monkeypatch):
 
     h = jnp.asarray(uniform(2, (3, 7, 9, 4))).at[:, :4, :4].set(0.5)  # odd sizes (the last row and column
     # are dropped) and tied windows
-    np.testing.assert_array_equal(_fashionnet._max_pool(h), flax_pool(h))
+    np.testing.assert_array_equal(_fashionnet.max_pool_2x2(h), flax_pool(h))
     cot = uniform(3, (3, 3, 4, 4))
-    grads = [jax.vjp(pool, h)[1](cot)[0] for pool in (_fashionnet._max_pool, flax_pool)]
+    grads = [jax.vjp(pool, h)[1](cot)[0] for pool in (_fashionnet.max_pool_2x2, flax_pool)]
     np.testing.assert_array_equal(*grads)
 
     def train(steps=3):
@@ -121,7 +121,7 @@ def test_max_pool_and_training_steps_equal_flax_max_pool(model, monkeypatch):
         return state.params
 
     ours = train()
-    monkeypatch.setattr(_fashionnet, "_max_pool", flax_pool)
+    monkeypatch.setattr(_fashionnet, "max_pool_2x2", flax_pool)
     theirs = train()
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), ours, theirs)
     changed = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), ours, model.params))

@@ -6,13 +6,16 @@ the pieces to build and store them.
   :func:`record`): your network as ``apply(params, images, *, perturb) -> Activations``.
 * :func:`classify`: the top classes of images; :func:`probabilities`: all of them.
 * :class:`EfficientNetLite0`, :class:`FashionNet` (and :func:`fashionnet_model`): the bundled
-  architectures as Flax NNX modules; :func:`depthwise_conv`, the fast depthwise convolution
-  they use.
+  architectures as Flax NNX modules; the pieces they are built from, fast on CPU:
+  :func:`depthwise_conv` (a depthwise convolution as shifted multiplies), :func:`patch_conv` (a
+  dense convolution as patches times a matrix), :func:`max_pool_2x2` (max-pooling whose
+  gradient is an elementwise mask).
 * Weights: :func:`module_tensors` / :func:`assign_tensors` (an NNX module's state as named
   arrays and back), :func:`read_manifest`, :func:`read_pth` (PyTorch files, read without
   running code from them), :func:`convert_efficientnet_lite0`.
 """
 
+from cnnjax._src.conv import patch_conv as patch_conv
 from cnnjax._src.depthwise import depthwise_conv as depthwise_conv
 from cnnjax.models._adapters import Tape as Tape
 from cnnjax.models._adapters import build_spec as build_spec
@@ -38,6 +41,7 @@ _NNX = {
     "EfficientNetLite0": "cnnjax.models._efficientnet",
     "FashionNet": "cnnjax.models._fashionnet",
     "fashionnet_model": "cnnjax.models._fashionnet",
+    "max_pool_2x2": "cnnjax.models._fashionnet",
 }
 
 
@@ -66,7 +70,9 @@ __all__ = [
     "imagenet_classes",
     "list_models",
     "load_model",
+    "max_pool_2x2",
     "module_tensors",
+    "patch_conv",
     "probabilities",
     "read_manifest",
     "read_pth",

@@ -19,7 +19,7 @@ from cnnjax._src.contract import Model, ValueMapping
 from cnnjax._src.conv import patch_conv
 from cnnjax.models._adapters import Tape, from_nnx, record
 
-__all__ = ["FashionNet", "FASHION_CLASSES", "dropout", "fashionnet_model"]
+__all__ = ["FashionNet", "FASHION_CLASSES", "dropout", "fashionnet_model", "max_pool_2x2"]
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
@@ -59,7 +59,7 @@ def _windows(h: jax.Array) -> jax.Array:
     return h.transpose(0, 1, 3, 2, 4, 5).reshape(n, height // 2, width // 2, 4, c)
 
 
-def _max_pool(h: jax.Array) -> jax.Array:
+def max_pool_2x2(h: jax.Array) -> jax.Array:
     """2x2 max-pooling with stride 2 (VALID), as ``nnx.max_pool(h, (2, 2), strides=(2, 2))``.
 
     Flax's ``reduce_window`` differentiates into XLA's select-and-scatter, slow on CPU (the first
@@ -117,7 +117,7 @@ class FashionNet(nnx.Module):
         for i, conv in enumerate(self.convs):
             h = tap(f"conv{i + 1}", jax.nn.relu(conv(h)))
             if i in (1, 3):
-                h = tap(f"pool{(i + 1) // 2}", _max_pool(h))
+                h = tap(f"pool{(i + 1) // 2}", max_pool_2x2(h))
         h = tap("pooled", jnp.mean(h, axis=(1, 2)))
         return self.dense(dropout(dropout_key, h, self.dropout_rate))
 
