@@ -145,13 +145,7 @@ def layer_breakdown(b: int, info: dict) -> None:
     emit({"case": "matmul_peak", **info, "gflops_per_s": round(peak / 1e9, 1)})
 
     def ms(fn, *args):
-        jax.block_until_ready(fn(*args))
-        times = []
-        for _ in range(15):
-            t = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times.append(time.perf_counter() - t)
-        return round(statistics.median(times) * 1e3, 2)
+        return round(time_jitted(fn, *args, repeats=15, min_seconds=0)["steady_s"] * 1e3, 2)
 
     def xla_conv(x, k):
         return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
