@@ -86,11 +86,13 @@ def test_class_detectors_emerge_with_depth(model):
     assert sel.detectors["conv1"] == 0 and sel.detectors["conv5"] >= 30, sel.detectors
 
 
-def test_max_pool_and_training_steps_equal_flax_max_pool(model, monkeypatch):
+def test_fast_layers_and_training_steps_equal_reference_layers(model, monkeypatch):
     """FashionNet's max-pooling (a maximum over the reshaped windows with its own gradient, cheaper
     on CPU) against Flax's ``reduce_window`` one: the same values, the same gradients (ties
-    included: the first maximum of a window takes it), and the same parameters after a few
-    training steps of the recipe on images with a blank background (issue 17: results kept)."""
+    included: the first maximum of a window takes it). Then a few training steps of the recipe
+    on images with a blank background with its layers (``dense_conv``, ``max_pool_2x2``) and
+    with the reference ones (patches for every convolution, Flax's pool): the same parameters
+    (issue 17: results kept). ``dense_conv``'s own gradients: tests/test_conv.py."""
     import optax
     from flax import nnx
 
@@ -122,6 +124,9 @@ def test_max_pool_and_training_steps_equal_flax_max_pool(model, monkeypatch):
 
     ours = train()
     monkeypatch.setattr(_fashionnet, "max_pool_2x2", flax_pool)
+    monkeypatch.setattr(
+        _fashionnet, "dense_conv", lambda x, k, padding: _fashionnet.patch_conv(x, k, 1, padding)
+    )
     theirs = train()
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), ours, theirs)
     changed = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), ours, model.params))

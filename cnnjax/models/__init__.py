@@ -8,13 +8,15 @@ the pieces to build and store them.
 * :class:`EfficientNetLite0`, :class:`FashionNet` (and :func:`fashionnet_model`): the bundled
   architectures as Flax NNX modules; the pieces they are built from, fast on CPU:
   :func:`depthwise_conv` (a depthwise convolution as shifted multiplies), :func:`patch_conv` (a
-  dense convolution as patches times a matrix), :func:`max_pool_2x2` (max-pooling whose
-  gradient is an elementwise mask).
+  dense convolution as patches times a matrix), :func:`dense_conv` (XLA's dense convolution
+  with gradients that stay fast inside loops), :func:`max_pool_2x2` (max-pooling whose gradient
+  is an elementwise mask).
 * Weights: :func:`module_tensors` / :func:`assign_tensors` (an NNX module's state as named
   arrays and back), :func:`read_manifest`, :func:`read_pth` (PyTorch files, read without
   running code from them), :func:`convert_efficientnet_lite0`.
 """
 
+from cnnjax._src.conv import dense_conv as dense_conv
 from cnnjax._src.conv import patch_conv as patch_conv
 from cnnjax._src.depthwise import depthwise_conv as depthwise_conv
 from cnnjax.models._adapters import Tape as Tape
@@ -62,6 +64,7 @@ __all__ = [
     "build_spec",
     "classify",
     "convert_efficientnet_lite0",
+    "dense_conv",
     "depthwise_conv",
     "fashionnet_model",
     "from_function",
