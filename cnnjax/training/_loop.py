@@ -135,7 +135,8 @@ def train_step(state: TrainState, images, labels, key, hyper, *, apply, train_ap
         images, labels = _shard_batch(images, mesh), _shard_batch(labels, mesh)
     aug_key, dropout_key = jax.random.split(key)
     if augment is not None:
-        images = augment(aug_key, images)
+        with jax.named_scope("augment"):
+            images = augment(aug_key, images)
 
     def loss_fn(params):
         dead = None
@@ -147,13 +148,15 @@ def train_step(state: TrainState, images, labels, key, hyper, *, apply, train_ap
             if instruments:
                 dead = dead_fractions(acts)
         data_loss = cross_entropy(logits, labels)
-        total = data_loss + l2_penalty(params, hyper["l2"], exclude=l2_exclude)
+        with jax.named_scope("l2_penalty"):
+            total = data_loss + l2_penalty(params, hyper["l2"], exclude=l2_exclude)
         return total, (data_loss, jnp.sum(jnp.argmax(logits, -1) == labels), dead)
 
     grads, (loss, correct, dead) = jax.grad(loss_fn, has_aux=True)(state.params)
     tx = _optimizer_for(optimizer, hyper.get("learning_rate"))
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    with jax.named_scope("update"):
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "correct": correct}
     if instruments:
         if dead is None:  # train_apply gives only logits: apply's activations, see above
@@ -281,9 +284,11 @@ def _run_chunk(state, images, labels, perm, epoch_key, start, hyper, *, apply, t
     """
 
     def body(state, i):
-        idx = jax.lax.dynamic_slice(perm, ((start + i) * batch_size,), (batch_size,))
+        with jax.named_scope("gather_batch"):
+            idx = jax.lax.dynamic_slice(perm, ((start + i) * batch_size,), (batch_size,))
+            batch_images, batch_labels = images[idx], labels[idx]
         key = jax.random.fold_in(epoch_key, start + i)
-        state, m = train_step(state, images[idx], labels[idx], key, hyper, apply=apply,
+        state, m = train_step(state, batch_images, batch_labels, key, hyper, apply=apply,
                               train_apply=train_apply, optimizer=optimizer, l2_exclude=l2_exclude,
                               augment=augment, mesh=mesh, instruments=instruments)  # fmt: skip
         extra = {k: m[k] for k in _INSTRUMENTS} if instruments else None
