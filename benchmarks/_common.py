@@ -193,7 +193,7 @@ def profile_ops(fn: Callable, *args, calls: int = 5) -> dict:
         key = (phase, scopes[0] if scopes else "(none)")
         ms[key] += e["dur"] / 1e3 / calls  # microseconds in the trace
         count[key] += 1
-    rows = [{"phase": k[0], "scope": k[1], "ms": round(v, 2), "ops": count[k] // calls}
+    rows = [{"phase": k[0], "scope": k[1], "ms": round(v, 2), "ops": count[k] / calls}
             for k, v in sorted(ms.items(), key=lambda kv: -kv[1])]  # fmt: skip
     return {"wall_ms": round(wall / calls * 1e3, 2), "ops_ms": round(sum(ms.values()), 2), "rows": rows}
 
