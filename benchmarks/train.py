@@ -171,7 +171,8 @@ def profile_step(jitted: Callable, step: Callable, state, train, b: int, info: d
     for program, (fn, args, per_call) in cases.items():
         r = profile_ops(fn, *args, calls=5)
         rows = [{**row, "ms": round(row["ms"] / per_call, 2), "ops": round(row["ops"] / per_call),
-                 "share": round(row["ms"] / r["ops_ms"], 3)} for row in r["rows"] if row["ms"] >= 0.01]  # fmt: skip
+                 "share": round(row["ms"] / r["ops_ms"], 3)}
+                for row in r["rows"] if row["ms"] >= 0.01]  # fmt: skip
         emit({"case": "train_step_profile", **info, "model": "fashionnet", "batch": b, "program": program,
               "wall_ms_per_step": round(r["wall_ms"] / per_call, 2),
               "ops_ms_per_step": round(r["ops_ms"] / per_call, 2),
