@@ -1,15 +1,11 @@
 """Data-parallel training over 8 simulated CPU devices equals training on one device."""
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
+
+from _devices import run_on_8_devices
 
 SCRIPT = textwrap.dedent(
     """
-    import sys
-    sys.path.insert(0, {tests!r})
     import jax, jax.numpy as jnp, numpy as np
     assert jax.device_count() == 8, jax.devices()
     from _training_task import splits, tiny_cnn
@@ -43,8 +39,4 @@ SCRIPT = textwrap.dedent(
 
 
 def test_sharded_steps_equal_single_device_steps():
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
-    code = SCRIPT.format(tests=str(Path(__file__).parent))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+    run_on_8_devices(SCRIPT)

@@ -22,6 +22,7 @@ import optax
 
 from cnnjax._src.checks import as_key, check_float, check_int
 from cnnjax._src.contract import Model
+from cnnjax._src.sharding import check_mesh, shard_rows, unpad_rows
 from cnnjax.attacks._common import (
     MAX_RESTARTS,
     MAX_STEPS,
@@ -129,10 +130,12 @@ def _iterative(apply, params, images, classes, targeted, eps, learning_rate, key
 
 
 def _run(model, images, labels, targets, *, eps, norm, steps, learning_rate, default_step,
-                   random_start, restarts, early_stop, key, name) -> AttackResult:  # fmt: skip
+                   random_start, restarts, early_stop, key, name, mesh=None) -> AttackResult:  # fmt: skip
     """Check everything, then run :func:`_iterative`; ``learning_rate=None`` is
-    ``default_step * eps / steps``."""
+    ``default_step * eps / steps``. With a ``mesh`` the images (and their classes) are split
+    over its first axis, padded to a multiple of its size and the padding dropped after."""
     images = model.spec.check_images(images)
+    mesh = check_mesh(mesh)
     norm = check_norm(norm)
     eps_arr, scalar = check_epsilons(eps, norm, math.prod(images.shape[1:]))
     steps = check_int(steps, "steps", lo=1, hi=MAX_STEPS)
@@ -147,11 +150,15 @@ def _run(model, images, labels, targets, *, eps, norm, steps, learning_rate, def
         classes, targeted = np.full(images.shape[0], -1, np.int32), np.zeros(images.shape[0], bool)
     else:
         targeted = np.full(classes.shape, targeted)
+    if mesh is not None:
+        n, (images, classes, targeted) = shard_rows(mesh, images, classes, targeted)
     result = _iterative(
         model.apply, model.params, images, classes, targeted, jnp.asarray(eps_arr), jnp.asarray(alpha),
         key, jnp.asarray(bool(random_start)), jnp.asarray(bool(early_stop)), np.int32(steps), norm=norm,
         restarts=restarts, squeeze=scalar,
     )  # fmt: skip
+    if mesh is not None:
+        result = unpad_rows(result, n, axis=0 if scalar else 1)
     return check_finite(result, name)
 
 
@@ -169,6 +176,7 @@ def pgd(
     restarts: int = 1,
     early_stop: bool = True,
     key=0,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> AttackResult:
     r"""Projected gradient descent (Madry et al. 2018), L-infinity or L2, targeted or untargeted.
 
@@ -202,6 +210,9 @@ def pgd(
       restarts: random starts per image, the best one kept.
       early_stop: freeze each image at its first success.
       key: an int seed or a ``jax.random.key``; the same key gives the same images.
+      mesh: a ``jax.sharding.Mesh``: the images are split over its first axis (padded to a
+        multiple of its size, the padding dropped from the result); the same result as on one
+        device.
 
     Returns:
       An :class:`AttackResult`; its ``images`` lie within ``eps`` of ``images`` and in [0, 1].
@@ -226,11 +237,12 @@ def pgd(
     """
     return _run(model, images, labels, targets, eps=eps, norm=norm, steps=steps,
                           learning_rate=learning_rate, default_step=2.5, random_start=random_start,
-                          restarts=restarts, early_stop=early_stop, key=key, name="pgd")  # fmt: skip
+                          restarts=restarts, early_stop=early_stop, key=key, name="pgd",
+                          mesh=mesh)  # fmt: skip
 
 
 def bim(model: Model, images, labels=None, *, eps, targets=None, norm="inf", steps: int = 10,
-        learning_rate: float | None = None, early_stop: bool = True) -> AttackResult:  # fmt: skip
+        learning_rate: float | None = None, early_stop: bool = True, mesh=None) -> AttackResult:  # fmt: skip
     r"""The basic iterative method (Kurakin et al. 2017): :func:`pgd` starting at ``x`` itself.
 
     .. math:: x_0 = x; \qquad x_{k+1} = \Pi\big(x_k + \alpha\, s(\nabla_x \ell(x_k))\big)
@@ -251,10 +263,10 @@ def bim(model: Model, images, labels=None, *, eps, targets=None, norm="inf", ste
     """
     return _run(model, images, labels, targets, eps=eps, norm=norm, steps=steps,
                           learning_rate=learning_rate, default_step=1.0, random_start=False, restarts=1,
-                          early_stop=early_stop, key=0, name="bim")  # fmt: skip
+                          early_stop=early_stop, key=0, name="bim", mesh=mesh)  # fmt: skip
 
 
-def fgsm(model: Model, images, labels=None, *, eps, targets=None) -> AttackResult:
+def fgsm(model: Model, images, labels=None, *, eps, targets=None, mesh=None) -> AttackResult:
     r"""The fast gradient sign method (Goodfellow et al. 2015): one L-infinity step of size eps.
 
     .. math::
@@ -267,7 +279,7 @@ def fgsm(model: Model, images, labels=None, *, eps, targets=None) -> AttackResul
     with J the cross-entropy of the logits.
 
     Args:
-      model, images, labels, eps, targets: as :func:`pgd` (``eps`` may be a sweep).
+      model, images, labels, eps, targets, mesh: as :func:`pgd` (``eps`` may be a sweep).
 
     Returns:
       An :class:`AttackResult` (``steps`` is 1).
@@ -284,10 +296,10 @@ def fgsm(model: Model, images, labels=None, *, eps, targets=None) -> AttackResul
     """
     return _run(model, images, labels, targets, eps=eps, norm="inf", steps=1, learning_rate=None,
                           default_step=1.0, random_start=False, restarts=1, early_stop=False, key=0,
-                          name="fgsm")  # fmt: skip
+                          name="fgsm", mesh=mesh)  # fmt: skip
 
 
-def fgm(model: Model, images, labels=None, *, eps, targets=None) -> AttackResult:
+def fgm(model: Model, images, labels=None, *, eps, targets=None, mesh=None) -> AttackResult:
     r"""The fast gradient method, L2: one step of length eps along the normalised gradient.
 
     .. math::
@@ -299,7 +311,7 @@ def fgm(model: Model, images, labels=None, *, eps, targets=None) -> AttackResult
     the image unchanged.
 
     Args:
-      model, images, labels, eps, targets: as :func:`pgd`, ``eps`` an L2 radius.
+      model, images, labels, eps, targets, mesh: as :func:`pgd`, ``eps`` an L2 radius.
 
     Returns:
       An :class:`AttackResult` (``steps`` is 1).
@@ -317,4 +329,4 @@ def fgm(model: Model, images, labels=None, *, eps, targets=None) -> AttackResult
     """
     return _run(model, images, labels, targets, eps=eps, norm="2", steps=1, learning_rate=None,
                           default_step=1.0, random_start=False, restarts=1, early_stop=False, key=0,
-                          name="fgm")  # fmt: skip
+                          name="fgm", mesh=mesh)  # fmt: skip

@@ -47,6 +47,7 @@ from cnnjax._src.checks import (
 from cnnjax._src.contract import Model
 from cnnjax._src.layers import dead_fractions, layer_norms
 from cnnjax._src.paths import check_output_dir
+from cnnjax._src.sharding import rows_sharding
 from cnnjax.training._optim import cross_entropy, l2_penalty, momentum_sgd
 
 __all__ = ["EvaluateResult", "FitResult", "TrainState", "evaluate", "fit", "make_train_step", "train_step"]
@@ -201,16 +202,8 @@ def _bound_step(state, images, labels, key, *, hyper, **static):
 
 
 def _shard_batch(x: jax.Array, mesh: jax.sharding.Mesh) -> jax.Array:
-    """Split ``x`` over its first axis along the mesh's first axis.
-
-    The mesh's axes are used as automatic ones (``jax.make_mesh`` makes explicit axes by
-    default, which would ask for an output sharding on every contraction): XLA's partitioner
-    then replicates the parameters and inserts the gradient all-reduce.
-    """
-    auto = (jax.sharding.AxisType.Auto,) * len(mesh.axis_names)
-    mesh = jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=auto)
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
-    return jax.lax.with_sharding_constraint(x, sharding)
+    """Split ``x`` over its first axis along the mesh's first axis (``_src/sharding.py``)."""
+    return jax.lax.with_sharding_constraint(x, rows_sharding(mesh))
 
 
 def evaluate(model: Model, params: Any, images, labels, *, chunk_size: int = 1000) -> EvaluateResult:

@@ -1,0 +1,56 @@
+"""Sharding a technique's leading axis (images, a batch) over a mesh's first axis.
+
+JAX is the distributed engine: the arrays are placed with a ``NamedSharding`` (or constrained to
+one inside a jitted function) and XLA's partitioner splits the computation that follows them; the
+parameters stay replicated. The mesh's axes are used as automatic ones (``jax.make_mesh`` makes
+explicit axes by default, which would ask for an output sharding on every contraction).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = ["check_mesh", "rows_sharding", "shard_rows", "unpad_rows"]
+
+
+def check_mesh(mesh) -> Mesh | None:
+    """``mesh`` itself if it is a ``jax.sharding.Mesh`` (or None), else a clear error."""
+    if mesh is not None and not isinstance(mesh, Mesh):
+        raise TypeError(
+            f"mesh must be a jax.sharding.Mesh (e.g. jax.make_mesh((8,), ('data',))), got {mesh!r}"
+        )
+    return mesh
+
+
+def rows_sharding(mesh: Mesh) -> NamedSharding:
+    """The leading axis split over the mesh's first axis, everything else replicated."""
+    auto = (jax.sharding.AxisType.Auto,) * len(mesh.axis_names)
+    mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=auto)
+    return NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
+
+
+def shard_rows(mesh: Mesh, *arrays) -> tuple[int, list[jax.Array]]:
+    """Place arrays of one leading length ``n`` on ``mesh``, split along their first axis.
+
+    A length that does not divide over the mesh's first axis is padded with copies of the first
+    row (valid inputs, so the padding computes nothing undefined); drop it from the results with
+    :func:`unpad_rows`. Returns ``(n, arrays)``.
+    """
+    n = len(arrays[0])
+    size = mesh.devices.shape[0]
+    sharding = rows_sharding(mesh)
+    out = []
+    for a in arrays:
+        a = np.asarray(a)
+        pad = -n % size
+        if pad:
+            a = np.concatenate([a, np.repeat(a[:1], pad, axis=0)])
+        out.append(jax.device_put(a, sharding))
+    return n, out
+
+
+def unpad_rows(tree, n: int, axis: int = 0):
+    """Every leaf of ``tree`` cut to its first ``n`` entries along ``axis`` (the padding dropped)."""
+    return jax.tree.map(lambda a: jax.lax.slice_in_dim(a, 0, n, axis=axis), tree)
