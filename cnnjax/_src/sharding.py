@@ -31,13 +31,16 @@ def rows_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
 
 
-def shard_rows(mesh: Mesh, *arrays) -> tuple[int, list[jax.Array]]:
+def shard_rows(mesh: Mesh | None, *arrays) -> tuple[int | None, list]:
     """Place arrays of one leading length ``n`` on ``mesh``, split along their first axis.
 
     A length that does not divide over the mesh's first axis is padded with copies of the first
     row (valid inputs, so the padding computes nothing undefined); drop it from the results with
-    :func:`unpad_rows`. Returns ``(n, arrays)``.
+    :func:`unpad_rows`. Returns ``(n, arrays)``; without a mesh ``(None, arrays)`` unchanged.
     """
+    mesh = check_mesh(mesh)
+    if mesh is None:
+        return None, list(arrays)
     n = len(arrays[0])
     size = mesh.devices.shape[0]
     sharding = rows_sharding(mesh)
@@ -51,6 +54,9 @@ def shard_rows(mesh: Mesh, *arrays) -> tuple[int, list[jax.Array]]:
     return n, out
 
 
-def unpad_rows(tree, n: int, axis: int = 0):
-    """Every leaf of ``tree`` cut to its first ``n`` entries along ``axis`` (the padding dropped)."""
+def unpad_rows(tree, n: int | None, axis: int = 0):
+    """Every leaf of ``tree`` cut to its first ``n`` entries along ``axis`` (the padding dropped);
+    ``tree`` itself when ``n`` is None (:func:`shard_rows` without a mesh)."""
+    if n is None:
+        return tree
     return jax.tree.map(lambda a: jax.lax.slice_in_dim(a, 0, n, axis=axis), tree)

@@ -135,7 +135,7 @@ def _run(model, images, labels, targets, *, eps, norm, steps, learning_rate, def
     ``default_step * eps / steps``. With a ``mesh`` the images (and their classes) are split
     over its first axis, padded to a multiple of its size and the padding dropped after."""
     images = model.spec.check_images(images)
-    mesh = check_mesh(mesh)
+    check_mesh(mesh)
     norm = check_norm(norm)
     eps_arr, scalar = check_epsilons(eps, norm, math.prod(images.shape[1:]))
     steps = check_int(steps, "steps", lo=1, hi=MAX_STEPS)
@@ -150,15 +150,13 @@ def _run(model, images, labels, targets, *, eps, norm, steps, learning_rate, def
         classes, targeted = np.full(images.shape[0], -1, np.int32), np.zeros(images.shape[0], bool)
     else:
         targeted = np.full(classes.shape, targeted)
-    if mesh is not None:
-        n, (images, classes, targeted) = shard_rows(mesh, images, classes, targeted)
+    n, (images, classes, targeted) = shard_rows(mesh, images, classes, targeted)
     result = _iterative(
         model.apply, model.params, images, classes, targeted, jnp.asarray(eps_arr), jnp.asarray(alpha),
         key, jnp.asarray(bool(random_start)), jnp.asarray(bool(early_stop)), np.int32(steps), norm=norm,
         restarts=restarts, squeeze=scalar,
     )  # fmt: skip
-    if mesh is not None:
-        result = unpad_rows(result, n, axis=0 if scalar else 1)
+    result = unpad_rows(result, n, axis=0 if scalar else 1)
     return check_finite(result, name)
 
 

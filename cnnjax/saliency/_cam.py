@@ -12,6 +12,7 @@ import numpy as np
 from cnnjax._src.checks import check_float, is_concrete
 from cnnjax._src.chunks import chunk_size_for, chunked_map
 from cnnjax._src.contract import Model
+from cnnjax._src.sharding import shard_rows, unpad_rows
 from cnnjax._src.targets import ModelCache, check_spatial_layer, class_table
 from cnnjax.receptive_field import upsample_to_input
 
@@ -145,7 +146,8 @@ def _cam_maps(apply, params, images, weights, bias, classes, *, layer):
     return maps, error / (1.0 + jnp.max(jnp.abs(logits)))
 
 
-def cam(model: Model, images, classes=None, *, layer: str | None = None, upsample: bool = False) -> jax.Array:
+def cam(model: Model, images, classes=None, *, layer: str | None = None, upsample: bool = False,
+        mesh=None) -> jax.Array:  # fmt: skip
     """Class activation maps (Zhou et al., CVPR 2016) for networks ending in GAP + linear.
 
     ``M_c(x, y) = sum_k w_k^c f_k(x, y)`` with ``f`` the last spatial layer and ``w`` the
@@ -164,6 +166,8 @@ def cam(model: Model, images, classes=None, *, layer: str | None = None, upsampl
       layer: the feature layer (default: the last spatial layer).
       upsample: return maps at the input size, each activation at its receptive field's
         centre (:func:`cnnjax.receptive_field.upsample_to_input`).
+      mesh: a ``jax.sharding.Mesh``: the images are split over its first axis (padded to a
+        multiple of its size, the padding dropped); the same maps as on one device.
 
     Returns:
       float32 ``[n, targets, h, w]`` (``[n, targets, H, W]`` with ``upsample``).
@@ -183,8 +187,10 @@ def cam(model: Model, images, classes=None, *, layer: str | None = None, upsampl
     spec = model.spec
     images = spec.check_images(images)
     head = cam_head(model, layer)
-    idx = jnp.asarray(class_table(spec, classes, images.shape[0]))
-    maps, error = _cam_maps(model.apply, model.params, images, head.weights, head.bias, idx, layer=head.layer)
+    n, (images, idx) = shard_rows(mesh, images, class_table(spec, classes, images.shape[0]))
+    maps, error = _cam_maps(model.apply, model.params, images, head.weights, head.bias, jnp.asarray(idx),
+                            layer=head.layer)  # fmt: skip
+    maps = unpad_rows(maps, n)
     if is_concrete(error) and not float(error) < 1e-5:
         raise ValueError(
             f"the CAM identity fails on these images for {spec.name!r} (relative error {float(error):.3g})"

@@ -15,6 +15,7 @@ import numpy as np
 
 from cnnjax._src.chunks import chunk_size_for, chunked_map
 from cnnjax._src.contract import Model
+from cnnjax._src.sharding import shard_rows, unpad_rows
 from cnnjax._src.targets import check_spatial_layer, class_table
 from cnnjax.receptive_field import upsample_to_input
 
@@ -56,20 +57,22 @@ def _gradient_maps(apply, params, images, classes, *, layer, method, chunk):
     return jnp.transpose(maps, (1, 0, 2, 3))
 
 
-def _gradient_method(method: str, model: Model, images, classes, layer, upsample) -> jax.Array:
+def _gradient_method(method: str, model: Model, images, classes, layer, upsample, mesh) -> jax.Array:
     spec = model.spec
     images = spec.check_images(images)
     layer = check_spatial_layer(spec, layer)
     idx = class_table(spec, classes, images.shape[0])
     chunk = chunk_size_for(idx.shape[1], 4 * 3 * images.shape[0] * int(np.prod(spec.layer(layer).shape)))
+    n, (images, idx) = shard_rows(mesh, images, idx)
     maps = _gradient_maps(
         model.apply, model.params, images, jnp.asarray(idx), layer=layer, method=method, chunk=chunk
     )
+    maps = unpad_rows(maps, n)
     return upsample_to_input(model, layer, maps) if upsample else maps
 
 
 def grad_cam(
-    model: Model, images, classes=None, *, layer: str | None = None, upsample: bool = False
+    model: Model, images, classes=None, *, layer: str | None = None, upsample: bool = False, mesh=None
 ) -> jax.Array:
     """Grad-CAM (Selvaraju et al., ICCV 2017) for any spatial layer of any model.
 
@@ -85,6 +88,8 @@ def grad_cam(
       classes: the classes to explain, as for :func:`cnnjax.saliency.cam` (default: every class).
       layer: a spatial layer (default: the last one).
       upsample: return maps at the input size, each activation at its receptive field's centre.
+      mesh: a ``jax.sharding.Mesh``: the images are split over its first axis (as for
+        :func:`cnnjax.saliency.cam`).
 
     Returns:
       float32 ``[n, targets, h, w]``, non-negative.
@@ -98,11 +103,11 @@ def grad_cam(
       >>> maps.shape, bool(maps.min() >= 0)
       ((2, 1, 16, 16), True)
     """
-    return _gradient_method("gradcam", model, images, classes, layer, upsample)
+    return _gradient_method("gradcam", model, images, classes, layer, upsample, mesh)
 
 
 def grad_cam_plus_plus(model: Model, images, classes=None, *, layer: str | None = None,
-                       upsample: bool = False) -> jax.Array:  # fmt: skip
+                       upsample: bool = False, mesh=None) -> jax.Array:  # fmt: skip
     """Grad-CAM++ (Chattopadhyay et al., WACV 2018), their closed form, eq. 19.
 
     With ``g = dS_c / dA_k`` and the exponential of the score as the target, whose higher
@@ -114,11 +119,11 @@ def grad_cam_plus_plus(model: Model, images, classes=None, *, layer: str | None 
     (the positive factor ``exp(S_c)`` of the paper's weights is dropped: it scales the map).
     Arguments and result as :func:`grad_cam`.
     """
-    return _gradient_method("gradcam++", model, images, classes, layer, upsample)
+    return _gradient_method("gradcam++", model, images, classes, layer, upsample, mesh)
 
 
 def layer_cam(
-    model: Model, images, classes=None, *, layer: str | None = None, upsample: bool = False
+    model: Model, images, classes=None, *, layer: str | None = None, upsample: bool = False, mesh=None
 ) -> jax.Array:
     """Layer-CAM (Jiang et al., IEEE TIP 2021): position-wise gradient weights.
 
@@ -126,4 +131,4 @@ def layer_cam(
     layers, where a single weight per channel (Grad-CAM) blurs. Arguments and result as
     :func:`grad_cam`.
     """
-    return _gradient_method("layercam", model, images, classes, layer, upsample)
+    return _gradient_method("layercam", model, images, classes, layer, upsample, mesh)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from cnnjax._src.checks import check_positive_int
 from cnnjax._src.chunks import chunked_map
 from cnnjax._src.contract import Model
+from cnnjax._src.sharding import shard_rows, unpad_rows
 from cnnjax._src.targets import apply_interp, baseline_image, check_spatial_layer, class_table
 from cnnjax.receptive_field import centre_matrices, upsample_to_input
 
@@ -34,7 +35,7 @@ def _score_maps(apply, params, images, classes, ry, rx, baseline, *, layer, batc
 
 
 def score_cam(model: Model, images, classes=None, *, layer: str | None = None, upsample: bool = False,
-              chunk_size: int = 16) -> jax.Array:  # fmt: skip
+              chunk_size: int = 16, mesh=None) -> jax.Array:  # fmt: skip
     """Score-CAM (Wang et al., CVPR Workshops 2020): channel weights from masked forward passes.
 
     For each channel ``k`` of the layer, ``H_k`` is its activation upsampled to the input (each
@@ -51,8 +52,8 @@ def score_cam(model: Model, images, classes=None, *, layer: str | None = None, u
     ``lax.map`` in one compiled call: 1280 passes per image at EfficientNet-Lite0's ``head``
     (about 13 s per image on 2 CPU cores); 40 at ``block_3``-sized layers.
 
-    Arguments and result as :func:`cnnjax.saliency.grad_cam`, plus ``chunk_size``: channels per
-    compiled chunk (memory only; the maps do not depend on it).
+    Arguments and result as :func:`cnnjax.saliency.grad_cam` (``mesh`` included), plus
+    ``chunk_size``: channels per compiled chunk (memory only; the maps do not depend on it).
     """
     spec = model.spec
     images = spec.check_images(images)
@@ -60,7 +61,9 @@ def score_cam(model: Model, images, classes=None, *, layer: str | None = None, u
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     idx = class_table(spec, classes, images.shape[0])
     ry, rx = centre_matrices(model, layer)
+    n, (images, idx) = shard_rows(mesh, images, idx)
     maps = _score_maps(model.apply, model.params, images, jnp.asarray(idx), ry, rx,
                        jnp.asarray(baseline_image(spec)), layer=layer,
                        batch=min(chunk_size, spec.layer(layer).channels))  # fmt: skip
+    maps = unpad_rows(maps, n)
     return upsample_to_input(model, layer, maps) if upsample else maps
