@@ -13,7 +13,7 @@ SCRIPT = textwrap.dedent(
     """
     import jax, numpy as np
     assert jax.device_count() == 8, jax.devices()
-    from cnnjax.attacks import bim, fgsm, pgd
+    from cnnjax.attacks import bim, carlini_wagner, fgsm, lbfgs, pgd
     from cnnjax.saliency import cam, grad_cam, grad_cam_plus_plus, layer_cam, score_cam
     from cnnjax.testing import tiny_cnn
 
@@ -24,6 +24,9 @@ SCRIPT = textwrap.dedent(
         "pgd": lambda **kw: pgd(model, images, eps=[2 / 255, 8 / 255], steps=3, restarts=2, **kw),
         "bim": lambda **kw: bim(model, images, [1, 2, 3, 4, 5], eps=4 / 255, steps=3, early_stop=False, **kw),
         "fgsm": lambda **kw: fgsm(model, images, targets=7, eps=8 / 255, **kw),
+        "lbfgs": lambda **kw: lbfgs(model, images, targets=3, steps=4, search_steps=2, **kw),
+        "carlini_wagner": lambda **kw: carlini_wagner(model, images, targets=[3, 7, 1, 0, 2], steps=5,
+                                                      search_steps=2, **kw),
         "cam": lambda **kw: (cam(model, images, [1, 4], upsample=True, **kw),),
         "grad_cam": lambda **kw: (grad_cam(model, images, layer="conv2", **kw),),
         "grad_cam_plus_plus": lambda **kw: (grad_cam_plus_plus(model, images, 3, **kw),),

@@ -19,6 +19,7 @@ import optax
 
 from cnnjax._src.checks import check_float, check_int
 from cnnjax._src.contract import Model
+from cnnjax._src.sharding import shard_rows, unpad_rows
 from cnnjax.attacks._common import (
     MAX_STEPS,
     AttackResult,
@@ -173,6 +174,7 @@ def lbfgs(
     search_steps: int = 6,
     memory_size: int = 10,
     linesearch_steps: int = 10,
+    mesh=None,
 ) -> AttackResult:
     r"""The box-constrained L-BFGS attack of Szegedy et al. (2014), with its search over c.
 
@@ -200,7 +202,7 @@ def lbfgs(
     Each image gets its own L-BFGS run and line search (vmapped over images).
 
     Args:
-      model, images, labels, targets: as :func:`~cnnjax.attacks.pgd`.
+      model, images, labels, targets, mesh: as :func:`~cnnjax.attacks.pgd`.
       c: the first constant, > 0.
       steps: L-BFGS iterations per constant (each a line search of >= 1 gradient).
       search_steps: constants tried.
@@ -229,11 +231,12 @@ def lbfgs(
     linesearch_steps = check_int(linesearch_steps, "linesearch_steps", lo=1, hi=1000)
     classes, targeted = targets_or_labels(model, images, labels, targets)
     classes, targeted = resolve_classes(model, images, classes, targeted)
+    n, (images, classes, targeted) = shard_rows(mesh, images, classes, targeted)
     result = _lbfgs_run(
         model.apply, model.params, images, classes, targeted, jnp.float32(c),
         jnp.int32(steps), jnp.int32(search_steps), memory_size=memory_size, linesearch_steps=linesearch_steps,
     )  # fmt: skip
-    return check_finite(result, "lbfgs")
+    return check_finite(unpad_rows(result, n), "lbfgs")
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,6 +296,7 @@ def carlini_wagner(
     search_steps: int = 5,
     learning_rate: float = 0.01,
     kappa: float = 0.0,
+    mesh=None,
 ) -> AttackResult:
     r"""The L2 attack of Carlini & Wagner (2017), with its binary search over c.
 
@@ -308,7 +312,7 @@ def carlini_wagner(
     is elementwise, so batching does not couple the images).
 
     Args:
-      model, images, labels, targets: as :func:`~cnnjax.attacks.pgd`.
+      model, images, labels, targets, mesh: as :func:`~cnnjax.attacks.pgd`.
       c: the first constant, > 0.
       steps: Adam iterations per constant (CW: up to 10,000 with early abort).
       search_steps: constants tried (CW: 9).
@@ -337,8 +341,9 @@ def carlini_wagner(
     kappa = check_float(kappa, "kappa", lo=0.0)
     classes, targeted = targets_or_labels(model, images, labels, targets)
     classes, targeted = resolve_classes(model, images, classes, targeted)
+    n, (images, classes, targeted) = shard_rows(mesh, images, classes, targeted)
     result = _cw_run(
         model.apply, model.params, images, classes, targeted, jnp.float32(c),
         jnp.float32(learning_rate), jnp.float32(kappa), jnp.int32(steps), jnp.int32(search_steps),
     )  # fmt: skip
-    return check_finite(result, "carlini_wagner")
+    return check_finite(unpad_rows(result, n), "carlini_wagner")
