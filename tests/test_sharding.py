@@ -43,6 +43,26 @@ SCRIPT = textwrap.dedent(
                                            rtol=1e-5, atol=1e-6, err_msg=name)
         if hasattr(one, "images"):
             assert np.abs(np.asarray(one.images) - images).max() > 1e-3, name  # it attacked
+    # The top-images tally: 21 images in chunks of 6 (rounded up to 8 over the mesh).
+    from cnnjax.units import top_images
+    many_images = np.random.default_rng(1).random((21, 32, 32, 3), np.float32)
+    tallies = [top_images(model, many_images, ["conv2", "conv3"], top_k=4, chunk_size=6, progress=False,
+                          mesh=m) for m in (None, mesh)]  # fmt: skip
+    for layer in ("conv2", "conv3"):
+        np.testing.assert_array_equal(tallies[0].indices[layer], tallies[1].indices[layer])
+        np.testing.assert_array_equal(tallies[0].positions[layer], tallies[1].positions[layer])
+        np.testing.assert_allclose(tallies[0].scores[layer], tallies[1].scores[layer], rtol=1e-5)
+    # Network Dissection on a small Broden-layout set (6 images in chunks of 4, rounded up to 8).
+    import tempfile
+    from cnnjax.testing import write_broden
+    from cnnjax.units import dissect
+    data = write_broden(tempfile.mkdtemp(), n=6)
+    one, many = (dissect(model, data, ["conv2", "conv3"], quantile=0.05, chunk_size=4, progress=False, mesh=m)
+                 for m in (None, mesh))  # fmt: skip
+    for layer in ("conv2", "conv3"):
+        np.testing.assert_allclose(one.thresholds[layer], many.thresholds[layer], rtol=1e-6)
+        np.testing.assert_allclose(one.iou[layer], many.iou[layer], rtol=1e-5, atol=1e-7)
+        assert one.iou[layer].max() > 0
     print("ok")
     """
 )

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from cnnjax._src.checks import check_float, check_int, check_positive_int
 from cnnjax._src.chunks import pad_rows
 from cnnjax._src.contract import Model
+from cnnjax._src.sharding import check_mesh, shard_rows
 from cnnjax._src.targets import check_spatial_layer, interp_matrix
 from cnnjax.data import BrodenData, load_broden
 from cnnjax.receptive_field import theoretical
@@ -194,6 +195,7 @@ def dissect(
     chunk_size: int = 16,
     exact_limit: int = EXACT_LIMIT,
     progress: bool = True,
+    mesh=None,
 ) -> DissectResult:
     """Network Dissection of ``layers`` over concept data in the Broden layout.
 
@@ -207,6 +209,9 @@ def dissect(
       exact_limit: the most activations per unit kept for the exact threshold; above, the
         histogram estimate (see the module's notes), with its error bound in the result.
       progress: progress bars on stderr.
+      mesh: a ``jax.sharding.Mesh``: each chunk's images (and masks) are split over its first
+        axis (``chunk_size`` rounded up to a multiple of its size); the same result as on one
+        device.
 
     Returns:
       A :class:`DissectResult`.
@@ -232,6 +237,8 @@ def dissect(
     quantile = check_float(quantile, "quantile", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     iou_threshold = check_float(iou_threshold, "iou_threshold", lo=0.0, hi=1.0)
     chunk_size = min(check_positive_int(chunk_size, "chunk_size"), len(data))
+    if check_mesh(mesh) is not None:
+        chunk_size = -(-chunk_size // mesh.devices.shape[0]) * mesh.devices.shape[0]
     exact_limit = check_int(exact_limit, "exact_limit", lo=1)
     (H, W), (sh, sw) = spec.input_size, data.mask_size
     if abs(sh / sw - H / W) > 1e-6:
@@ -245,8 +252,10 @@ def dissect(
         ):
             stop = min(start + chunk_size, n)
             images = collection.read(range(start, stop), spec, whole=True)
-            images = pad_rows(images, chunk_size)
-            yield start, stop, images, np.arange(chunk_size) < stop - start
+            _, (images, valid) = shard_rows(
+                mesh, pad_rows(images, chunk_size), np.arange(chunk_size) < stop - start
+            )
+            yield start, stop, images, valid
 
     units = {name: spec.layer(name).shape[-1] for name in layers}
     positions = {name: math.prod(spec.layer(name).shape[:2]) for name in layers}
@@ -299,7 +308,7 @@ def dissect(
     for start, stop, images, valid in chunks("overlaps"):
         maps, annotated = data.concept_maps(range(start, stop))
         concept_area += np.bincount(maps.reshape(-1), minlength=n_concepts)[:n_concepts]
-        maps, annotated = pad_rows(maps, chunk_size), pad_rows(annotated, chunk_size)
+        _, (maps, annotated) = shard_rows(mesh, pad_rows(maps, chunk_size), pad_rows(annotated, chunk_size))
         state = _overlaps(model.apply, model.params, images, valid, maps, annotated, t, interp, state,
                           layers=layers, concepts=n_concepts)  # fmt: skip
 

@@ -28,6 +28,7 @@ from cnnjax._src.checks import check_int, check_positive_int
 from cnnjax._src.chunks import pad_rows
 from cnnjax._src.contract import Model
 from cnnjax._src.paths import check_output_dir
+from cnnjax._src.sharding import check_mesh, shard_rows
 from cnnjax._src.targets import apply_interp, check_spatial_layer, check_units
 from cnnjax.data import ImageCollection, image_collection
 from cnnjax.receptive_field import centre_matrices
@@ -105,6 +106,7 @@ def top_images(
     checkpoint_dir: str | Path | None = None,
     restart: bool = False,
     progress: bool = True,
+    mesh=None,
 ) -> TopImagesResult:
     """The ``top_k`` images of a collection that excite each unit of ``layers`` most.
 
@@ -127,6 +129,8 @@ def top_images(
         resumes from it.
       restart: start afresh even if ``checkpoint_dir`` holds a tally.
       progress: a progress bar on stderr.
+      mesh: a ``jax.sharding.Mesh``: each chunk's images are split over its first axis
+        (``chunk_size`` rounded up to a multiple of its size); the same tally as on one device.
 
     Returns:
       A :class:`TopImagesResult`.
@@ -152,6 +156,8 @@ def top_images(
     if reduce not in _REDUCTIONS:
         raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}")
     chunk_size = min(check_positive_int(chunk_size, "chunk_size"), len(collection))
+    if check_mesh(mesh) is not None:
+        chunk_size = -(-chunk_size // mesh.devices.shape[0]) * mesh.devices.shape[0]
     ckpt = None
     if checkpoint_dir is not None:
         ckpt = check_output_dir(checkpoint_dir, what="checkpoint folder") / "top_images.ckpt"
@@ -174,7 +180,8 @@ def top_images(
     for offset in range(start, n, chunk_size):
         stop = min(offset + chunk_size, n)
         valid = np.arange(chunk_size) < stop - offset
-        state = _tally(model.apply, model.params, images, valid, np.int32(offset), state,
+        _, (chunk, valid) = shard_rows(mesh, images, valid)
+        state = _tally(model.apply, model.params, chunk, valid, np.int32(offset), state,
                        layers=layers, reduce=reduce)  # fmt: skip
         if stop < n:  # read the next chunk while this one computes
             images = _padded(collection, spec, stop, chunk_size)
