@@ -43,6 +43,15 @@ SCRIPT = textwrap.dedent(
                                            rtol=1e-5, atol=1e-6, err_msg=name)
         if hasattr(one, "images"):
             assert np.abs(np.asarray(one.images) - images).max() > 1e-3, name  # it attacked
+    # Feature visualisation: 3 targets (padded to 8) x 2 restarts, one learning rate each.
+    from cnnjax import objectives
+    from cnnjax.synthesis import visualize
+    channels = [objectives.channel("conv3", c) for c in (0, 5, 9)]
+    one, many = (visualize(model, channels, preset="plain", size=32, steps=6, restarts=2,
+                           learning_rate=[0.1, 0.2, 0.3], mesh=m) for m in (None, mesh))
+    for a, b in zip(one, many):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5, err_msg="visualize")
+    assert one.images.shape == (3, 32, 32, 3) and one.history.shape == (3, 6)
     # The top-images tally: 21 images in chunks of 6 (rounded up to 8 over the mesh).
     from cnnjax.units import top_images
     many_images = np.random.default_rng(1).random((21, 32, 32, 3), np.float32)

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["check_mesh", "rows_sharding", "shard_rows", "unpad_rows"]
+__all__ = ["check_mesh", "pad_rows_to", "rows_sharding", "shard_rows", "shard_tree_rows", "unpad_rows"]
 
 
 def check_mesh(mesh) -> Mesh | None:
@@ -60,3 +60,23 @@ def unpad_rows(tree, n: int | None, axis: int = 0):
     if n is None:
         return tree
     return jax.tree.map(lambda a: jax.lax.slice_in_dim(a, 0, n, axis=axis), tree)
+
+
+def pad_rows_to(tree, multiple: int):
+    """Every leaf of ``tree`` (one leading length ``n``) padded with copies of its first row to
+    the next multiple of ``multiple``; returns ``(n, padded tree)``."""
+    n = len(jax.tree.leaves(tree)[0])
+    pad = -n % multiple
+    if not pad:
+        return n, tree
+    return n, jax.tree.map(lambda a: jax.numpy.concatenate([a, jax.numpy.repeat(a[:1], pad, axis=0)]), tree)
+
+
+def shard_tree_rows(mesh: Mesh, tree, rows: int):
+    """``tree`` placed on ``mesh``: leaves whose leading length is ``rows`` (a multiple of the
+    mesh's first axis) split along it, the others (an optimizer's step count) replicated."""
+    split, replicated = rows_sharding(mesh), NamedSharding(rows_sharding(mesh).mesh, PartitionSpec())
+    return jax.tree.map(
+        lambda a: jax.device_put(a, split if getattr(a, "ndim", 0) and a.shape[0] == rows else replicated),
+        tree,
+    )

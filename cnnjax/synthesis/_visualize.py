@@ -35,6 +35,7 @@ from cnnjax import priors as _priors
 from cnnjax import transforms as _transforms
 from cnnjax._src.checks import MAX_STEPS, as_key, check_finite_run, check_positive_int
 from cnnjax._src.contract import Model, Objective, Parameterization, Transform
+from cnnjax._src.sharding import check_mesh, pad_rows_to, shard_tree_rows
 from cnnjax.objectives import stack
 from cnnjax.synthesis._engine import (
     Optimizer,
@@ -178,10 +179,16 @@ def _finish(apply, params, objs, latents, final, *, param, transform, restarts, 
     return images, final[jnp.arange(t), best], best, totals
 
 
-def _run(model, objective, key, hyperparams, *, param, transform, optimizer, steps, restarts, targets):
-    """Setup, the steps in chunks (Ctrl-C is seen between them), finish."""
+def _run(
+    model, objective, key, hyperparams, *, param, transform, optimizer, steps, restarts, targets, mesh=None
+):
+    """Setup, the steps in chunks (Ctrl-C is seen between them), finish. With a ``mesh`` the
+    problems (targets x restarts) are split over its first axis; ``targets`` must then be a
+    multiple of its size (the caller pads)."""
     latents, state, keys, objs = _setup(objective, key, hyperparams, param=param, optimizer=optimizer,
                                         restarts=restarts, targets=targets)  # fmt: skip
+    if mesh is not None:
+        latents, state, keys, objs = shard_tree_rows(mesh, (latents, state, keys, objs), targets * restarts)
     advance = functools.partial(_advance, model.apply, model.params, objs, keys, hyperparams, param=param,
                                 transform=transform, optimizer=optimizer, steps=steps)  # fmt: skip
     # Without transforms the loop's own forward pass scores the final images.
@@ -210,6 +217,7 @@ def visualize(
     optimizer: Optimizer | None = None,
     learning_rate: Any = None,
     key: Any = 0,
+    mesh=None,
 ) -> VisualizeResult:
     r"""Find inputs that maximise objectives: :math:`x^* = \arg\max_x a(t(x))` for each target.
 
@@ -232,6 +240,9 @@ def visualize(
         per target, so a sweep of learning rates is one program (repeat the objective). It is
         an array argument: a new value never recompiles.
       key: an int seed or a PRNG key; target ``i`` uses ``split(key, targets)[i]``.
+      mesh: a ``jax.sharding.Mesh``: the problems (targets x restarts) are split over its first
+        axis, the targets padded to a multiple of its size (copies of the first, dropped from
+        the result); the same result as on one device.
 
     Returns:
       A :class:`VisualizeResult` ``(images, scores, history, restart, restart_scores)``;
@@ -269,8 +280,13 @@ def visualize(
     if learning_rate is None:
         hyperparams = None
     else:
-        hyperparams = learning_rate_hyperparams(learning_rate, len(targets), repeat=restarts)
+        hyperparams = learning_rate_hyperparams(learning_rate, len(targets))  # one per target
         optimizer = by_learning_rate(optimizer)
+    n = len(targets)
+    if check_mesh(mesh) is not None:  # pad the targets to a multiple of the devices
+        n, (resolved, hyperparams) = pad_rows_to((resolved, hyperparams), mesh.devices.shape[0])
+    if hyperparams is not None and restarts > 1:  # one per problem
+        hyperparams = {"learning_rate": np.repeat(np.asarray(hyperparams["learning_rate"]), restarts)}
     images, scores, history, best, totals = _run(
         model,
         resolved,
@@ -281,8 +297,17 @@ def visualize(
         optimizer=optimizer,
         steps=steps,
         restarts=restarts,
-        targets=len(targets),
+        targets=len(jax.tree.leaves(resolved)[0]),
+        mesh=mesh,
     )
+    if len(history) > n:  # the padding's targets dropped
+        images, scores, history, best, totals = (
+            images[: n * batch],
+            scores[:n],
+            history[:n],
+            best[:n],
+            totals[:n],
+        )
     check_finite_run("visualize", images, history)
     return VisualizeResult(images, scores, history, best, totals)
 
