@@ -2,11 +2,12 @@
 
 import textwrap
 
+import jax
 import numpy as np
 import pytest
 from _devices import run_on_8_devices
 
-from cnnjax.attacks import pgd
+from cnnjax.attacks import fooling_images, pgd
 from cnnjax.testing import tiny_cnn
 
 SCRIPT = textwrap.dedent(
@@ -52,6 +53,10 @@ SCRIPT = textwrap.dedent(
     for a, b in zip(one, many):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5, err_msg="visualize")
     assert one.images.shape == (3, 32, 32, 3) and one.history.shape == (3, 6)
+    from cnnjax.attacks import fooling_images
+    one, many = (fooling_images(model, [3, 7, 1], steps=4, mesh=m) for m in (None, mesh))
+    for a, b in zip(one, many):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6, err_msg="fooling")
     # The top-images tally: 21 images in chunks of 6 (rounded up to 8 over the mesh).
     from cnnjax.units import top_images
     many_images = np.random.default_rng(1).random((21, 32, 32, 3), np.float32)
@@ -84,3 +89,5 @@ def test_attacks_and_saliency_maps_sharded_over_8_devices_equal_one_device():
 def test_a_mesh_that_is_not_a_mesh_is_refused_before_any_work():
     with pytest.raises(TypeError, match="mesh must be a jax.sharding.Mesh"):
         pgd(tiny_cnn(), np.full((1, 32, 32, 3), 0.5, np.float32), eps=2 / 255, mesh=8)
+    with pytest.raises(ValueError, match="only method='gradient' runs sharded"):
+        fooling_images(tiny_cnn(), [3], method="evolution", mesh=jax.make_mesh((1,), ("data",)))

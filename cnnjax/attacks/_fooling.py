@@ -140,6 +140,7 @@ def fooling_images(
     sigma: float = 0.5,
     learning_rate: float = 0.01,
     key: Any = 0,
+    mesh=None,
 ) -> FoolingImagesResult:
     """Images the model classifies as ``classes`` with high confidence that humans would not.
 
@@ -154,6 +155,8 @@ def fooling_images(
       sigma: mutation scale of the genomes (evolution; 20% of genes mutate per child).
       learning_rate: Adam's learning rate in pixel units (gradient; traced, as ``sigma``).
       key: an int seed or a PRNG key.
+      mesh: a ``jax.sharding.Mesh`` over whose first axis the classes are split (the gradient
+        method, as :func:`~cnnjax.synthesis.visualize`); the evolution does not take one yet.
 
     Returns:
       :class:`FoolingImagesResult` ``(images, confidence, history)``.
@@ -167,6 +170,8 @@ def fooling_images(
     spec = model.spec
     indices = class_indices(spec, classes).reshape(-1)
     size = check_int(spec.input_size[0] if size is None else size, "size", lo=spec.min_input_size)
+    if mesh is not None and method != "gradient":
+        raise ValueError(f"mesh: only method='gradient' runs sharded, got method={method!r}")
     if method == "gradient":
         steps = check_positive_int(100 if steps is None else steps, "steps", hi=MAX_STEPS)
         # Uniform-looking noise: a wide Gaussian around grey, clipped. The objective is
@@ -181,6 +186,7 @@ def fooling_images(
             optimizer=_gradient_optimizer,
             learning_rate=learning_rate,
             key=key,
+            mesh=mesh,
         )
         return FoolingImagesResult(vis.images, jnp.exp(vis.scores[:, 0]), jnp.exp(vis.history))
     if method == "evolution":
