@@ -1,4 +1,10 @@
-"""Techniques sharded over 8 simulated CPU devices equal the single-device results (issue 15)."""
+"""Techniques sharded over 8 simulated CPU devices equal the single-device results (issue 15).
+
+One process, one case per code path: ``pgd`` stands for ``fgsm``, ``fgm`` and ``bim`` (the same
+program, other traced settings), ``grad_cam`` for ``grad_cam_plus_plus`` and ``layer_cam`` (the
+same function, another static method), ``visualize`` for ``fooling_images``' gradient method
+(which calls it); each case compiles twice, so the suite pays for every one.
+"""
 
 import textwrap
 
@@ -14,8 +20,8 @@ SCRIPT = textwrap.dedent(
     """
     import jax, numpy as np
     assert jax.device_count() == 8, jax.devices()
-    from cnnjax.attacks import bim, carlini_wagner, fgsm, lbfgs, pgd
-    from cnnjax.saliency import cam, grad_cam, grad_cam_plus_plus, layer_cam, score_cam
+    from cnnjax.attacks import carlini_wagner, lbfgs, pgd
+    from cnnjax.saliency import cam, grad_cam, score_cam
     from cnnjax.testing import tiny_cnn
 
     model = tiny_cnn()
@@ -23,15 +29,11 @@ SCRIPT = textwrap.dedent(
     mesh = jax.make_mesh((8,), ("data",))
     cases = {
         "pgd": lambda **kw: pgd(model, images, eps=[2 / 255, 8 / 255], steps=3, restarts=2, **kw),
-        "bim": lambda **kw: bim(model, images, [1, 2, 3, 4, 5], eps=4 / 255, steps=3, early_stop=False, **kw),
-        "fgsm": lambda **kw: fgsm(model, images, targets=7, eps=8 / 255, **kw),
         "lbfgs": lambda **kw: lbfgs(model, images, targets=3, steps=4, search_steps=2, **kw),
         "carlini_wagner": lambda **kw: carlini_wagner(model, images, targets=[3, 7, 1, 0, 2], steps=5,
                                                       search_steps=2, **kw),
         "cam": lambda **kw: (cam(model, images, [1, 4], upsample=True, **kw),),
         "grad_cam": lambda **kw: (grad_cam(model, images, layer="conv2", **kw),),
-        "grad_cam_plus_plus": lambda **kw: (grad_cam_plus_plus(model, images, 3, **kw),),
-        "layer_cam": lambda **kw: (layer_cam(model, images, [[i] for i in range(5)], **kw),),
         "score_cam": lambda **kw: (score_cam(model, images, 2, layer="conv2", **kw),),
     }
     for name, run in cases.items():
@@ -53,10 +55,6 @@ SCRIPT = textwrap.dedent(
     for a, b in zip(one, many):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5, err_msg="visualize")
     assert one.images.shape == (3, 32, 32, 3) and one.history.shape == (3, 6)
-    from cnnjax.attacks import fooling_images
-    one, many = (fooling_images(model, [3, 7, 1], steps=4, mesh=m) for m in (None, mesh))
-    for a, b in zip(one, many):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6, err_msg="fooling")
     # The top-images tally: 21 images in chunks of 6 (rounded up to 8 over the mesh).
     from cnnjax.units import top_images
     many_images = np.random.default_rng(1).random((21, 32, 32, 3), np.float32)

@@ -9,6 +9,7 @@ explicit axes by default, which would ask for an output sharding on every contra
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -38,20 +39,11 @@ def shard_rows(mesh: Mesh | None, *arrays) -> tuple[int | None, list]:
     row (valid inputs, so the padding computes nothing undefined); drop it from the results with
     :func:`unpad_rows`. Returns ``(n, arrays)``; without a mesh ``(None, arrays)`` unchanged.
     """
-    mesh = check_mesh(mesh)
-    if mesh is None:
+    if check_mesh(mesh) is None:
         return None, list(arrays)
-    n = len(arrays[0])
-    size = mesh.devices.shape[0]
+    n, padded = pad_rows_to([np.asarray(a) for a in arrays], mesh.devices.shape[0])
     sharding = rows_sharding(mesh)
-    out = []
-    for a in arrays:
-        a = np.asarray(a)
-        pad = -n % size
-        if pad:
-            a = np.concatenate([a, np.repeat(a[:1], pad, axis=0)])
-        out.append(jax.device_put(a, sharding))
-    return n, out
+    return n, [jax.device_put(a, sharding) for a in padded]
 
 
 def unpad_rows(tree, n: int | None, axis: int = 0):
@@ -64,18 +56,22 @@ def unpad_rows(tree, n: int | None, axis: int = 0):
 
 def pad_rows_to(tree, multiple: int):
     """Every leaf of ``tree`` (one leading length ``n``) padded with copies of its first row to
-    the next multiple of ``multiple``; returns ``(n, padded tree)``."""
+    the next multiple of ``multiple`` (NumPy leaves stay NumPy); returns ``(n, padded tree)``."""
     n = len(jax.tree.leaves(tree)[0])
     pad = -n % multiple
-    if not pad:
-        return n, tree
-    return n, jax.tree.map(lambda a: jax.numpy.concatenate([a, jax.numpy.repeat(a[:1], pad, axis=0)]), tree)
+
+    def padded(a):
+        xp = np if isinstance(a, np.ndarray) else jnp
+        return xp.concatenate([a, xp.repeat(a[:1], pad, axis=0)])
+
+    return n, (jax.tree.map(padded, tree) if pad else tree)
 
 
 def shard_tree_rows(mesh: Mesh, tree, rows: int):
     """``tree`` placed on ``mesh``: leaves whose leading length is ``rows`` (a multiple of the
     mesh's first axis) split along it, the others (an optimizer's step count) replicated."""
-    split, replicated = rows_sharding(mesh), NamedSharding(rows_sharding(mesh).mesh, PartitionSpec())
+    split = rows_sharding(mesh)
+    replicated = NamedSharding(split.mesh, PartitionSpec())
     return jax.tree.map(
         lambda a: jax.device_put(a, split if getattr(a, "ndim", 0) and a.shape[0] == rows else replicated),
         tree,
