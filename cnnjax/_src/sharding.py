@@ -13,7 +13,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["check_mesh", "pad_rows_to", "rows_sharding", "shard_rows", "shard_tree_rows", "unpad_rows"]
+__all__ = [
+    "check_mesh",
+    "chunk_for_mesh",
+    "pad_rows_to",
+    "rows_sharding",
+    "shard_rows",
+    "shard_tree_rows",
+    "unpad_rows",
+]
 
 
 def check_mesh(mesh) -> Mesh | None:
@@ -23,6 +31,15 @@ def check_mesh(mesh) -> Mesh | None:
             f"mesh must be a jax.sharding.Mesh (e.g. jax.make_mesh((8,), ('data',))), got {mesh!r}"
         )
     return mesh
+
+
+def chunk_for_mesh(mesh: Mesh | None, chunk_size: int) -> int:
+    """``chunk_size`` rounded up to a multiple of the mesh's first axis (unchanged without a
+    mesh), so that every streamed chunk splits evenly over the devices."""
+    if check_mesh(mesh) is None:
+        return chunk_size
+    d = mesh.devices.shape[0]
+    return -(-chunk_size // d) * d
 
 
 def rows_sharding(mesh: Mesh) -> NamedSharding:

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from cnnjax._src.checks import check_float, check_int, check_positive_int
 from cnnjax._src.chunks import pad_rows
 from cnnjax._src.contract import Model
-from cnnjax._src.sharding import check_mesh, shard_rows
+from cnnjax._src.sharding import chunk_for_mesh, shard_rows
 from cnnjax._src.targets import check_spatial_layer, interp_matrix
 from cnnjax.data import BrodenData, load_broden
 from cnnjax.receptive_field import theoretical
@@ -237,8 +237,7 @@ def dissect(
     quantile = check_float(quantile, "quantile", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
     iou_threshold = check_float(iou_threshold, "iou_threshold", lo=0.0, hi=1.0)
     chunk_size = min(check_positive_int(chunk_size, "chunk_size"), len(data))
-    if check_mesh(mesh) is not None:
-        chunk_size = -(-chunk_size // mesh.devices.shape[0]) * mesh.devices.shape[0]
+    chunk_size = chunk_for_mesh(mesh, chunk_size)
     exact_limit = check_int(exact_limit, "exact_limit", lo=1)
     (H, W), (sh, sw) = spec.input_size, data.mask_size
     if abs(sh / sw - H / W) > 1e-6:

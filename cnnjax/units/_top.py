@@ -28,7 +28,7 @@ from cnnjax._src.checks import check_int, check_positive_int
 from cnnjax._src.chunks import pad_rows
 from cnnjax._src.contract import Model
 from cnnjax._src.paths import check_output_dir
-from cnnjax._src.sharding import check_mesh, shard_rows
+from cnnjax._src.sharding import chunk_for_mesh, shard_rows
 from cnnjax._src.targets import apply_interp, check_spatial_layer, check_units
 from cnnjax.data import ImageCollection, image_collection
 from cnnjax.receptive_field import centre_matrices
@@ -156,8 +156,7 @@ def top_images(
     if reduce not in _REDUCTIONS:
         raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}")
     chunk_size = min(check_positive_int(chunk_size, "chunk_size"), len(collection))
-    if check_mesh(mesh) is not None:
-        chunk_size = -(-chunk_size // mesh.devices.shape[0]) * mesh.devices.shape[0]
+    chunk_size = chunk_for_mesh(mesh, chunk_size)
     ckpt = None
     if checkpoint_dir is not None:
         ckpt = check_output_dir(checkpoint_dir, what="checkpoint folder") / "top_images.ckpt"
