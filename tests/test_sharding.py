@@ -2,8 +2,9 @@
 
 One process, one case per code path: ``pgd`` stands for ``fgsm``, ``fgm`` and ``bim`` (the same
 program, other traced settings), ``grad_cam`` for ``grad_cam_plus_plus`` and ``layer_cam`` (the
-same function, another static method), ``visualize`` for ``fooling_images``' gradient method
-(which calls it); each case compiles twice, so the suite pays for every one.
+same function, another static method), ``deletion`` for ``insertion`` (likewise), ``visualize``
+for ``fooling_images``' gradient method (which calls it); each case compiles twice, so the suite
+pays for every one.
 """
 
 import textwrap
@@ -21,7 +22,7 @@ SCRIPT = textwrap.dedent(
     import jax, numpy as np
     assert jax.device_count() == 8, jax.devices()
     from cnnjax.attacks import carlini_wagner, lbfgs, pgd
-    from cnnjax.saliency import cam, grad_cam, score_cam
+    from cnnjax.saliency import cam, deletion, grad_cam, score_cam
     from cnnjax.testing import tiny_cnn
 
     model = tiny_cnn()
@@ -36,6 +37,8 @@ SCRIPT = textwrap.dedent(
         "grad_cam": lambda **kw: (grad_cam(model, images, layer="conv2", **kw),),
         "score_cam": lambda **kw: (score_cam(model, images, 2, layer="conv2", **kw),),
     }
+    maps = np.asarray(grad_cam(model, images, 2, layer="conv2", upsample=True))
+    cases["deletion"] = lambda **kw: deletion(model, images, maps, 2, steps=4, **kw)
     for name, run in cases.items():
         one, many = run(), run(mesh=mesh)
         assert any(np.abs(np.asarray(a)).max() > 0 for a in one if a is not None), name
@@ -46,6 +49,23 @@ SCRIPT = textwrap.dedent(
                                            rtol=1e-5, atol=1e-6, err_msg=name)
         if hasattr(one, "images"):
             assert np.abs(np.asarray(one.images) - images).max() > 1e-3, name  # it attacked
+    # The mesh in context (jax.make_mesh's explicit axes) is used as if given.
+    with jax.set_mesh(mesh):
+        in_context = pgd(model, images, eps=[2 / 255, 8 / 255], steps=3, restarts=2)
+    assert len(in_context.images.sharding.device_set) == 8
+    np.testing.assert_allclose(np.asarray(in_context.images), np.asarray(cases["pgd"]().images), rtol=1e-5,
+                               atol=1e-6)  # fmt: skip
+    # Receptive fields: the effective one splits the images (5, padded to 8, weight 0 in the mean),
+    # the empirical one each image's occluded copies (25 for 6x6 patches at stride 6 plus the
+    # unoccluded one: 26, padded to 32 over the 8 devices).
+    from cnnjax import receptive_field as rf
+    for one, many in [(rf.effective(model, ["conv2", "conv3"], images, mesh=m) for m in (None, mesh)),
+                      (rf.empirical(model, ["conv2", "conv3"], [1, 4], images, top_k=2, patch=6, stride=6,
+                                    restrict=False, mesh=m) for m in (None, mesh))]:  # fmt: skip
+        assert one.maps.max() > 0 and one.layers == many.layers
+        for field in ("maps", "sizes"):
+            np.testing.assert_allclose(getattr(one, field), getattr(many, field), rtol=1e-5, atol=1e-6,
+                                       err_msg=field)  # fmt: skip
     # Feature visualisation: 3 targets (padded to 8) x 2 restarts, one learning rate each.
     from cnnjax import objectives
     from cnnjax.synthesis import visualize

@@ -8,14 +8,22 @@ explicit axes by default, which would ask for an output sharding on every contra
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from cnnjax._src.chunks import chunked_map
+
 __all__ = [
+    "auto_axes",
     "check_mesh",
     "chunk_for_mesh",
+    "device_blocks_map",
+    "on_mesh",
     "pad_rows_to",
     "rows_sharding",
     "shard_rows",
@@ -25,12 +33,44 @@ __all__ = [
 
 
 def check_mesh(mesh) -> Mesh | None:
-    """``mesh`` itself if it is a ``jax.sharding.Mesh`` (or None), else a clear error."""
-    if mesh is not None and not isinstance(mesh, Mesh):
+    """The mesh to split over: ``mesh`` itself if it is a ``jax.sharding.Mesh``; for None the one
+    in context (``with jax.set_mesh(mesh):``), or None without one; anything else a clear error."""
+    if mesh is None:
+        context = jax.sharding.get_mesh()
+        return None if context.empty else context
+    if not isinstance(mesh, Mesh):
         raise TypeError(
             f"mesh must be a jax.sharding.Mesh (e.g. jax.make_mesh((8,), ('data',))), got {mesh!r}"
         )
     return mesh
+
+
+def auto_axes(mesh: Mesh) -> Mesh:
+    """``mesh`` with every axis automatic: XLA's partitioner decides the shardings inside the
+    compiled programs (explicit axes, ``jax.make_mesh``'s default, would ask for an output
+    sharding on every contraction)."""
+    return Mesh(
+        mesh.devices, mesh.axis_names, axis_types=(jax.sharding.AxisType.Auto,) * len(mesh.axis_names)
+    )
+
+
+def on_mesh(technique):
+    """Decorate a technique that takes ``mesh=``: the mesh (given, or the one in context) is
+    checked before any work and, if there is one, the technique runs inside it with automatic
+    axes (:func:`auto_axes`) and receives it as ``mesh``; without one it runs as written."""
+    signature = inspect.signature(technique)
+
+    @functools.wraps(technique)
+    def run(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        mesh = check_mesh(bound.arguments.get("mesh"))
+        if mesh is None:
+            return technique(*args, **kwargs)
+        bound.arguments["mesh"] = mesh = auto_axes(mesh)
+        with jax.set_mesh(mesh):
+            return technique(*bound.args, **bound.kwargs)
+
+    return run
 
 
 def chunk_for_mesh(mesh: Mesh | None, chunk_size: int) -> int:
@@ -42,10 +82,21 @@ def chunk_for_mesh(mesh: Mesh | None, chunk_size: int) -> int:
     return -(-chunk_size // d) * d
 
 
+def device_blocks_map(f, xs, batch: int, devices: int):
+    """:func:`~cnnjax._src.chunks.chunked_map` of ``f`` over ``xs`` whose leading length is a
+    multiple of ``devices``, in ``devices`` equal blocks side by side (vmapped): with ``xs`` split
+    over a mesh's first axis of ``devices`` devices, each device maps over its own block in
+    chunks of ``batch / devices``. One device: ``chunked_map`` itself."""
+    if devices == 1:
+        return chunked_map(f, xs, batch)
+    blocks = jax.tree.map(lambda a: a.reshape(devices, -1, *a.shape[1:]), xs)
+    out = jax.vmap(lambda block: chunked_map(f, block, -(-batch // devices)))(blocks)
+    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out)
+
+
 def rows_sharding(mesh: Mesh) -> NamedSharding:
     """The leading axis split over the mesh's first axis, everything else replicated."""
-    auto = (jax.sharding.AxisType.Auto,) * len(mesh.axis_names)
-    mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=auto)
+    mesh = auto_axes(mesh)
     return NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
 
 

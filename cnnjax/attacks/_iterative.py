@@ -22,7 +22,7 @@ import optax
 
 from cnnjax._src.checks import as_key, check_float, check_int
 from cnnjax._src.contract import Model
-from cnnjax._src.sharding import check_mesh, shard_rows, unpad_rows
+from cnnjax._src.sharding import on_mesh, shard_rows, unpad_rows
 from cnnjax.attacks._common import (
     MAX_RESTARTS,
     MAX_STEPS,
@@ -129,13 +129,13 @@ def _iterative(apply, params, images, classes, targeted, eps, learning_rate, key
     return jax.tree.map(lambda a: a[0], result) if squeeze else result
 
 
+@on_mesh
 def _run(model, images, labels, targets, *, eps, norm, steps, learning_rate, default_step,
                    random_start, restarts, early_stop, key, name, mesh=None) -> AttackResult:  # fmt: skip
     """Check everything, then run :func:`_iterative`; ``learning_rate=None`` is
     ``default_step * eps / steps``. With a ``mesh`` the images (and their classes) are split
     over its first axis, padded to a multiple of its size and the padding dropped after."""
     images = model.spec.check_images(images)
-    check_mesh(mesh)
     norm = check_norm(norm)
     eps_arr, scalar = check_epsilons(eps, norm, math.prod(images.shape[1:]))
     steps = check_int(steps, "steps", lo=1, hi=MAX_STEPS)

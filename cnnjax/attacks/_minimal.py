@@ -19,7 +19,7 @@ import optax
 
 from cnnjax._src.checks import check_float, check_int
 from cnnjax._src.contract import Model
-from cnnjax._src.sharding import check_mesh, shard_rows, unpad_rows
+from cnnjax._src.sharding import on_mesh, shard_rows, unpad_rows
 from cnnjax.attacks._common import (
     MAX_STEPS,
     AttackResult,
@@ -163,6 +163,7 @@ def _lbfgs_run(apply, params, images, classes, targeted, c_init, steps, search_s
     return _result_from_best(best, steps * search_steps)
 
 
+@on_mesh
 def lbfgs(
     model: Model,
     images,
@@ -229,7 +230,6 @@ def lbfgs(
     search_steps = check_int(search_steps, "search_steps", lo=1, hi=100)
     memory_size = check_int(memory_size, "memory_size", lo=1, hi=1000)
     linesearch_steps = check_int(linesearch_steps, "linesearch_steps", lo=1, hi=1000)
-    check_mesh(mesh)
     classes, targeted = targets_or_labels(model, images, labels, targets)
     classes, targeted = resolve_classes(model, images, classes, targeted)
     n, (images, classes, targeted) = shard_rows(mesh, images, classes, targeted)
@@ -286,6 +286,7 @@ def _cw_run(apply, params, images, classes, targeted, c_init, learning_rate, kap
     return _result_from_best(best, steps * search_steps)
 
 
+@on_mesh
 def carlini_wagner(
     model: Model,
     images,
@@ -340,7 +341,6 @@ def carlini_wagner(
     search_steps = check_int(search_steps, "search_steps", lo=1, hi=100)
     learning_rate = check_float(learning_rate, "learning_rate", lo=0.0, lo_open=True)
     kappa = check_float(kappa, "kappa", lo=0.0)
-    check_mesh(mesh)
     classes, targeted = targets_or_labels(model, images, labels, targets)
     classes, targeted = resolve_classes(model, images, classes, targeted)
     n, (images, classes, targeted) = shard_rows(mesh, images, classes, targeted)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax._src.contract import Model
+from cnnjax._src.sharding import on_mesh, shard_rows
 from cnnjax._src.targets import check_positions, check_spatial_layer, check_units
 
 __all__ = ["EffectiveResult", "effective", "field_size", "layers_and_units"]
@@ -69,8 +70,9 @@ class EffectiveResult(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnames=("apply", "layers", "all_channels"))
-def _centre_grads(apply, params, images, positions, units, *, layers, all_channels):
-    """``[L, H, W]``: per layer, the mean over images of sum_colours |d unit / d image|.
+def _centre_grads(apply, params, images, weights, positions, units, *, layers, all_channels):
+    """``[L, H, W]``: per layer, the mean over images of sum_colours |d unit / d image|
+    (``weights [n]``: 1 / the number of images, 0 for padding).
 
     One backward pass for all layers: the batch holds one copy of the images per layer and
     copy ``i`` is seeded at layer ``i`` only (examples in a batch are independent)."""
@@ -87,9 +89,10 @@ def _centre_grads(apply, params, images, positions, units, *, layers, all_channe
         return s
 
     g = jax.grad(total)(copies)
-    return jnp.mean(jnp.sum(jnp.abs(g), axis=-1), axis=1)
+    return jnp.einsum("lnhw,n->lhw", jnp.sum(jnp.abs(g), axis=-1), weights)
 
 
+@on_mesh
 def effective(
     model: Model,
     layers: str | Sequence[str],
@@ -97,6 +100,7 @@ def effective(
     *,
     units: int | Sequence[int] | None = None,
     position: tuple[int, int] | None = None,
+    mesh=None,
 ) -> EffectiveResult:
     """The effective receptive field (Luo et al., NIPS 2016): a unit's input gradient.
 
@@ -111,6 +115,8 @@ def effective(
       images: ``[N, H, W, C]`` at the model's input size, in [0, 1].
       units: None (all channels summed), one channel for every layer, or one per layer.
       position: ``(y, x)`` in the layer (default: its centre); one layer only.
+      mesh: a ``jax.sharding.Mesh`` (or the one in context): the images are split over its
+        first axis (padded to a multiple of it; the padding has weight 0 in the mean).
 
     Returns:
       An :class:`EffectiveResult`, one row per layer.
@@ -134,7 +140,11 @@ def effective(
         h, w, _ = spec.layer(name).shape
         pos = (h // 2, w // 2) if position is None else tuple(check_positions(position, (h, w), name)[0])
         positions.append(pos)
-    m = _centre_grads(model.apply, model.params, images, jnp.asarray(positions, jnp.int32),
+    n = images.shape[0]
+    _, (images, weights) = shard_rows(mesh, images, np.full(n, 1.0 / n, np.float32))
+    if mesh is not None:
+        weights = weights.at[n:].set(0.0)
+    m = _centre_grads(model.apply, model.params, images, weights, jnp.asarray(positions, jnp.int32),
                       jnp.asarray([u or 0 for u in units], jnp.int32), layers=layers,
                       all_channels=all_channels)  # fmt: skip
     m = np.asarray(m)

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax._src.checks import check_positive_int, numpy_seed
-from cnnjax._src.chunks import chunked_map
 from cnnjax._src.contract import Model
+from cnnjax._src.sharding import device_blocks_map, on_mesh, shard_rows, unpad_rows
 from cnnjax.receptive_field._effective import field_size, layers_and_units
 from cnnjax.receptive_field._theoretical import theoretical
 
@@ -61,8 +61,8 @@ def _unit_peaks(apply, params, images, *, layers):
     return tuple(out)
 
 
-@functools.partial(jax.jit, static_argnames=("apply", "layers", "batch"))
-def _occlude(apply, params, image, units, peaks, tops, lefts, patches, *, layers, batch):
+@functools.partial(jax.jit, static_argnames=("apply", "layers", "batch", "devices"))
+def _occlude(apply, params, image, units, peaks, tops, lefts, patches, *, layers, batch, devices):
     """Each target's activation at its peak for copies of ``image [1, H, W, C]`` with
     ``patches[j]`` pasted at ``(tops[j], lefts[j])``: ``[J, U]``. (Copy 0 pastes the image's
     own pixels back: the unoccluded reference, computed in the same batch, so an occluder the
@@ -76,13 +76,14 @@ def _occlude(apply, params, image, units, peaks, tops, lefts, patches, *, layers
             for u, layer in enumerate(layers)
         ])  # fmt: skip
 
-    return chunked_map(one, (tops, lefts, patches), batch)
+    return device_blocks_map(one, (tops, lefts, patches), batch, devices)
 
 
 def _grid(n: int, patch: int, stride: int) -> np.ndarray:
     return np.arange(0, n - patch + 1, stride)
 
 
+@on_mesh
 def empirical(
     model: Model,
     layers: str | Sequence[str],
@@ -96,6 +97,7 @@ def empirical(
     restrict: bool = True,
     chunk_size: int = 64,
     progress: bool = False,
+    mesh=None,
 ) -> EmpiricalResult:
     """The empirical receptive field of a unit by occlusion (Zhou et al., ICLR 2015, Sec. 3.1).
 
@@ -133,6 +135,8 @@ def empirical(
       restrict: run only the patches that overlap the units' theoretical fields.
       chunk_size: occluded copies per compiled chunk (memory only).
       progress: show a progress bar over the images.
+      mesh: a ``jax.sharding.Mesh`` (or the one in context): each image's occluded copies are
+        split over its first axis (padded to a multiple of it, the padding dropped).
 
     Returns:
       An :class:`EmpiricalResult`, one row per unit.
@@ -204,6 +208,7 @@ def empirical(
     maps = [dict() for _ in units]
     copies = [0] * len(units)
     needed = sorted({int(i) for o in order for i in o})
+    devices = 1 if mesh is None else mesh.devices.shape[0]
     for i in tqdm(needed, desc="occlusion", unit="image", disable=not progress):
         mine = [u for u in range(len(units)) if i in order[u]]
         peaks = positions[i]  # [U, 2]
@@ -225,10 +230,13 @@ def empirical(
             + [np.random.default_rng(seed + [i, int(g)]).random((patch, patch, c), np.float32)
                for g in rr * len(lefts_all) + cc]
         )  # fmt: skip
+        copies_n, (tops, lefts, patches) = shard_rows(
+            mesh, np.concatenate([[0], tops_all[rr]]), np.concatenate([[0], lefts_all[cc]]), patches
+        )
         acts = _occlude(model.apply, model.params, images[i : i + 1], unit_arr, jnp.asarray(peaks, jnp.int32),
-                        jnp.asarray(np.concatenate([[0], tops_all[rr]])),
-                        jnp.asarray(np.concatenate([[0], lefts_all[cc]])), jnp.asarray(patches),
-                        layers=static_layers, batch=min(chunk_size, len(rr) + 1))  # fmt: skip
+                        jnp.asarray(tops), jnp.asarray(lefts), jnp.asarray(patches), layers=static_layers,
+                        batch=min(chunk_size, len(tops)), devices=devices)  # fmt: skip
+        acts = unpad_rows(acts, copies_n)
         base, acts = np.asarray(acts[0], np.float64), np.asarray(acts[1:], np.float64)
         d = np.abs(acts - base[None]) * valid[:, None]
         for u in mine:

@@ -12,7 +12,7 @@ import numpy as np
 from cnnjax._src.checks import check_float, is_concrete
 from cnnjax._src.chunks import chunk_size_for, chunked_map
 from cnnjax._src.contract import Model
-from cnnjax._src.sharding import check_mesh, shard_rows, unpad_rows
+from cnnjax._src.sharding import on_mesh, shard_rows, unpad_rows
 from cnnjax._src.targets import ModelCache, check_spatial_layer, class_table
 from cnnjax.receptive_field import upsample_to_input
 
@@ -146,6 +146,7 @@ def _cam_maps(apply, params, images, weights, bias, classes, *, layer):
     return maps, error / (1.0 + jnp.max(jnp.abs(logits)))
 
 
+@on_mesh
 def cam(model: Model, images, classes=None, *, layer: str | None = None, upsample: bool = False,
         mesh=None) -> jax.Array:  # fmt: skip
     """Class activation maps (Zhou et al., CVPR 2016) for networks ending in GAP + linear.
@@ -186,7 +187,6 @@ def cam(model: Model, images, classes=None, *, layer: str | None = None, upsampl
     """
     spec = model.spec
     images = spec.check_images(images)
-    check_mesh(mesh)
     head = cam_head(model, layer)
     n, (images, idx) = shard_rows(mesh, images, class_table(spec, classes, images.shape[0]))
     maps, error = _cam_maps(model.apply, model.params, images, head.weights, head.bias, jnp.asarray(idx),

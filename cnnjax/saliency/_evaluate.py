@@ -13,6 +13,7 @@ import numpy as np
 from cnnjax._src.checks import check_float, check_int, check_positive_int
 from cnnjax._src.chunks import chunked_map
 from cnnjax._src.contract import Model
+from cnnjax._src.sharding import on_mesh, shard_rows, unpad_rows
 from cnnjax._src.targets import baseline_image, class_table
 from cnnjax.transforms import blur
 
@@ -55,7 +56,8 @@ def _curves(apply, params, images, maps, classes, start, *, steps, insert, batch
     return auc, curves, fractions
 
 
-def _evaluate(model, images, maps, classes, steps, insert, chunk_size) -> CurveResult:
+@on_mesh
+def _evaluate(model, images, maps, classes, steps, insert, chunk_size, mesh) -> CurveResult:
     spec = model.spec
     images = spec.check_images(images)
     maps = jnp.asarray(maps, jnp.float32)
@@ -77,12 +79,15 @@ def _evaluate(model, images, maps, classes, steps, insert, chunk_size) -> CurveR
     else:
         start = jnp.broadcast_to(jnp.asarray(baseline_image(spec)), images.shape)
     batch = max(1, min(steps + 1, chunk_size // max(1, n * idx.shape[1])))
+    n, (images, maps, idx, start) = shard_rows(mesh, images, maps, idx, start)
     auc, curves, fractions = _curves(model.apply, model.params, images, maps, jnp.asarray(idx), start,
                                      steps=steps, insert=insert, batch=batch)  # fmt: skip
+    auc, curves = unpad_rows((auc, curves), n)
     return CurveResult(auc, curves, fractions)
 
 
-def deletion(model: Model, images, maps, classes, *, steps: int = 224, chunk_size: int = 32) -> CurveResult:
+def deletion(model: Model, images, maps, classes, *, steps: int = 224, chunk_size: int = 32,
+             mesh=None) -> CurveResult:  # fmt: skip
     """Deletion metric (Petsiuk et al., BMVC 2018, RISE): lower is better.
 
     Pixels are replaced, most salient first, by the model's mean colour (the image it maps
@@ -98,6 +103,8 @@ def deletion(model: Model, images, maps, classes, *, steps: int = 224, chunk_siz
       classes: the class each map explains (as for :func:`cnnjax.saliency.cam`; e.g. ``idx[:, :1]``).
       steps: how many increments.
       chunk_size: forward passes per compiled chunk (memory only; the result does not depend on it).
+      mesh: a ``jax.sharding.Mesh`` (or the one in context): the images, their maps and classes
+        are split over its first axis (padded to a multiple of it, the padding dropped).
 
     Returns:
       A :class:`CurveResult`.
@@ -111,17 +118,18 @@ def deletion(model: Model, images, maps, classes, *, steps: int = 224, chunk_siz
       >>> curve.auc.shape, curve.curves.shape, curve.fractions[:3].tolist()
       ((1, 1), (1, 1, 9), [0.0, 0.125, 0.25])
     """
-    return _evaluate(model, images, maps, classes, steps, False, chunk_size)
+    return _evaluate(model, images, maps, classes, steps, False, chunk_size, mesh)
 
 
-def insertion(model: Model, images, maps, classes, *, steps: int = 224, chunk_size: int = 32) -> CurveResult:
+def insertion(model: Model, images, maps, classes, *, steps: int = 224, chunk_size: int = 32,
+              mesh=None) -> CurveResult:  # fmt: skip
     """Insertion metric (Petsiuk et al. 2018): higher is better.
 
     Starting from the image blurred by a Gaussian (11 pixels wide, sigma 5, as in the paper),
     the original pixels are put back, most salient first; area under the probability curve.
     Arguments as :func:`deletion`.
     """
-    return _evaluate(model, images, maps, classes, steps, True, chunk_size)
+    return _evaluate(model, images, maps, classes, steps, True, chunk_size, mesh)
 
 
 def pointing_game(maps, boxes=None, masks=None, *, tolerance: float = 15.0) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from cnnjax._src.chunks import chunk_size_for, chunked_map
 from cnnjax._src.contract import Model
-from cnnjax._src.sharding import check_mesh, shard_rows, unpad_rows
+from cnnjax._src.sharding import on_mesh, shard_rows, unpad_rows
 from cnnjax._src.targets import check_spatial_layer, class_table
 from cnnjax.receptive_field import upsample_to_input
 
@@ -57,10 +57,10 @@ def _gradient_maps(apply, params, images, classes, *, layer, method, chunk):
     return jnp.transpose(maps, (1, 0, 2, 3))
 
 
+@on_mesh
 def _gradient_method(method: str, model: Model, images, classes, layer, upsample, mesh) -> jax.Array:
     spec = model.spec
     images = spec.check_images(images)
-    check_mesh(mesh)
     layer = check_spatial_layer(spec, layer)
     idx = class_table(spec, classes, images.shape[0])
     chunk = chunk_size_for(idx.shape[1], 4 * 3 * images.shape[0] * int(np.prod(spec.layer(layer).shape)))

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from cnnjax._src.checks import check_positive_int
 from cnnjax._src.chunks import chunked_map
 from cnnjax._src.contract import Model
-from cnnjax._src.sharding import check_mesh, shard_rows, unpad_rows
+from cnnjax._src.sharding import on_mesh, shard_rows, unpad_rows
 from cnnjax._src.targets import apply_interp, baseline_image, check_spatial_layer, class_table
 from cnnjax.receptive_field import centre_matrices, upsample_to_input
 
@@ -34,6 +34,7 @@ def _score_maps(apply, params, images, classes, ry, rx, baseline, *, layer, batc
     return jax.nn.relu(jnp.einsum("nhwk,nkt->nthw", a, weights))
 
 
+@on_mesh
 def score_cam(model: Model, images, classes=None, *, layer: str | None = None, upsample: bool = False,
               chunk_size: int = 16, mesh=None) -> jax.Array:  # fmt: skip
     """Score-CAM (Wang et al., CVPR Workshops 2020): channel weights from masked forward passes.
@@ -57,7 +58,6 @@ def score_cam(model: Model, images, classes=None, *, layer: str | None = None, u
     """
     spec = model.spec
     images = spec.check_images(images)
-    check_mesh(mesh)
     layer = check_spatial_layer(spec, layer)
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     idx = class_table(spec, classes, images.shape[0])

@@ -35,7 +35,7 @@ from cnnjax import priors as _priors
 from cnnjax import transforms as _transforms
 from cnnjax._src.checks import MAX_STEPS, as_key, check_finite_run, check_positive_int
 from cnnjax._src.contract import Model, Objective, Parameterization, Transform
-from cnnjax._src.sharding import check_mesh, pad_rows_to, shard_tree_rows
+from cnnjax._src.sharding import on_mesh, pad_rows_to, shard_tree_rows
 from cnnjax.objectives import stack
 from cnnjax.synthesis._engine import (
     Optimizer,
@@ -203,6 +203,7 @@ def _run(
     return images, scores, history, best, totals
 
 
+@on_mesh
 def visualize(
     model: Model,
     objectives: Objective | Sequence[Objective],
@@ -283,7 +284,7 @@ def visualize(
         hyperparams = learning_rate_hyperparams(learning_rate, len(targets))  # one per target
         optimizer = by_learning_rate(optimizer)
     n = len(targets)
-    if check_mesh(mesh) is not None:  # pad the targets to a multiple of the devices
+    if mesh is not None:  # pad the targets to a multiple of the devices
         n, (resolved, hyperparams) = pad_rows_to((resolved, hyperparams), mesh.devices.shape[0])
     if hyperparams is not None and restarts > 1:  # one per problem
         hyperparams = {"learning_rate": np.repeat(np.asarray(hyperparams["learning_rate"]), restarts)}

@@ -47,7 +47,7 @@ from cnnjax._src.checks import (
 from cnnjax._src.contract import Model
 from cnnjax._src.layers import dead_fractions, layer_norms
 from cnnjax._src.paths import check_output_dir
-from cnnjax._src.sharding import rows_sharding
+from cnnjax._src.sharding import on_mesh, rows_sharding
 from cnnjax.training._optim import cross_entropy, l2_penalty, momentum_sgd
 
 __all__ = ["EvaluateResult", "FitResult", "TrainState", "evaluate", "fit", "make_train_step", "train_step"]
@@ -296,6 +296,7 @@ def _run_chunk(state, images, labels, perm, epoch_key, start, hyper, *, apply, t
     return out
 
 
+@on_mesh
 def fit(
     model: Model,
     train: tuple[Any, Any],

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from cnnjax._src.checks import check_float, check_int, check_positive_int
 from cnnjax._src.chunks import pad_rows
 from cnnjax._src.contract import Model
-from cnnjax._src.sharding import chunk_for_mesh, shard_rows
+from cnnjax._src.sharding import chunk_for_mesh, on_mesh, shard_rows
 from cnnjax._src.targets import check_spatial_layer, interp_matrix
 from cnnjax.data import BrodenData, load_broden
 from cnnjax.receptive_field import theoretical
@@ -185,6 +185,7 @@ def _overlaps(apply, params, images, valid, maps, annotated, thresholds, interp,
     return out
 
 
+@on_mesh
 def dissect(
     model: Model,
     concepts: Any,

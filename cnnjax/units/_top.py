@@ -28,7 +28,7 @@ from cnnjax._src.checks import check_int, check_positive_int
 from cnnjax._src.chunks import pad_rows
 from cnnjax._src.contract import Model
 from cnnjax._src.paths import check_output_dir
-from cnnjax._src.sharding import chunk_for_mesh, shard_rows
+from cnnjax._src.sharding import chunk_for_mesh, on_mesh, shard_rows
 from cnnjax._src.targets import apply_interp, check_spatial_layer, check_units
 from cnnjax.data import ImageCollection, image_collection
 from cnnjax.receptive_field import centre_matrices
@@ -95,6 +95,7 @@ def _tally(apply, params, images, valid, offset, state, *, layers, reduce):
     return new
 
 
+@on_mesh
 def top_images(
     model: Model,
     collection: Any,
