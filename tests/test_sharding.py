@@ -52,6 +52,7 @@ SCRIPT = textwrap.dedent(
     # The mesh in context (jax.make_mesh's explicit axes) is used as if given.
     with jax.set_mesh(mesh):
         in_context = pgd(model, images, eps=[2 / 255, 8 / 255], steps=3, restarts=2)
+        assert float((in_context.images[1] - in_context.images[0]).max()) > 0  # the caller goes on with it
     assert len(in_context.images.sharding.device_set) == 8
     np.testing.assert_allclose(np.asarray(in_context.images), np.asarray(cases["pgd"]().images), rtol=1e-5,
                                atol=1e-6)  # fmt: skip

@@ -255,7 +255,7 @@ def check_finite_run(technique: str, images: Any, history: Any = None, *, hint: 
     hint = hint or "lower the learning rate or add a prior"
     wait((images, history))
     if history is not None:
-        h = np.asarray(history)
+        h = np.asarray(history)  # on the host already (drive, to_host)
         bad = ~np.isfinite(h)
         if bad.any():
             where = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -263,7 +263,12 @@ def check_finite_run(technique: str, images: Any, history: Any = None, *, hint: 
                 f"{technique} diverged: the loss became non-finite (first at index {where} of its "
                 f"history {h.shape}); {hint}"
             )
-    bad = int(np.sum(~np.isfinite(np.asarray(images))))
+    if isinstance(images, jax.Array) and not images.is_fully_addressable:  # over several processes
+        from cnnjax._src.sharding import to_host
+
+        bad = int(to_host(jnp.sum(~jnp.isfinite(images))))
+    else:
+        bad = int(np.sum(~np.isfinite(np.asarray(images))))
     if bad:
         raise DivergedError(f"{technique} diverged: {bad} non-finite values in its result; {hint}")
 

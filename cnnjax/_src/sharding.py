@@ -24,10 +24,12 @@ __all__ = [
     "chunk_for_mesh",
     "device_blocks_map",
     "on_mesh",
+    "place",
     "pad_rows_to",
     "rows_sharding",
     "shard_rows",
     "shard_tree_rows",
+    "to_host",
     "unpad_rows",
 ]
 
@@ -57,7 +59,9 @@ def auto_axes(mesh: Mesh) -> Mesh:
 def on_mesh(technique):
     """Decorate a technique that takes ``mesh=``: the mesh (given, or the one in context) is
     checked before any work and, if there is one, the technique runs inside it with automatic
-    axes (:func:`auto_axes`) and receives it as ``mesh``; without one it runs as written."""
+    axes (:func:`auto_axes`) and receives it as ``mesh``; without one it runs as written. The
+    result's arrays come back placed on the caller's mesh (its own axis types), so that the
+    caller's code inside ``jax.set_mesh`` can go on with them."""
     signature = inspect.signature(technique)
 
     @functools.wraps(technique)
@@ -66,11 +70,24 @@ def on_mesh(technique):
         mesh = check_mesh(bound.arguments.get("mesh"))
         if mesh is None:
             return technique(*args, **kwargs)
-        bound.arguments["mesh"] = mesh = auto_axes(mesh)
-        with jax.set_mesh(mesh):
-            return technique(*bound.args, **bound.kwargs)
+        bound.arguments["mesh"] = auto = auto_axes(mesh)
+        with jax.set_mesh(auto):
+            result = technique(*bound.args, **bound.kwargs)
+        if auto.axis_types == mesh.axis_types:
+            return result
+        return jax.tree.map(lambda a: _on_mesh_of_caller(a, auto, mesh), result)
 
     return run
+
+
+def _on_mesh_of_caller(a, auto: Mesh, mesh: Mesh):
+    """``a``, if placed on ``auto``, re-labelled with the same partition on ``mesh`` (the same
+    devices in the same order: no data moves)."""
+    sharding = getattr(a, "sharding", None)
+    if not isinstance(sharding, NamedSharding) or sharding.mesh != auto:
+        return a
+    target = NamedSharding(mesh, sharding.spec)
+    return jax.make_array_from_single_device_arrays(a.shape, target, [s.data for s in a.addressable_shards])
 
 
 def chunk_for_mesh(mesh: Mesh | None, chunk_size: int) -> int:
@@ -94,6 +111,18 @@ def device_blocks_map(f, xs, batch: int, devices: int):
     return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out)
 
 
+def place(a, sharding: NamedSharding) -> jax.Array:
+    """``a`` (the same value on every process) placed with ``sharding``: ``jax.device_put`` when
+    this process holds all its devices, else each process puts the pieces for its own devices
+    (several processes, ``jax.distributed``)."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(a, sharding)
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:  # already spread over the processes
+        return jax.jit(lambda x: x, out_shardings=sharding)(a)
+    host = np.asarray(a)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
 def rows_sharding(mesh: Mesh) -> NamedSharding:
     """The leading axis split over the mesh's first axis, everything else replicated."""
     mesh = auto_axes(mesh)
@@ -111,7 +140,7 @@ def shard_rows(mesh: Mesh | None, *arrays) -> tuple[int | None, list]:
         return None, list(arrays)
     n, padded = pad_rows_to([np.asarray(a) for a in arrays], mesh.devices.shape[0])
     sharding = rows_sharding(mesh)
-    return n, [jax.device_put(a, sharding) for a in padded]
+    return n, [place(a, sharding) for a in padded]
 
 
 def unpad_rows(tree, n: int | None, axis: int = 0):
@@ -141,6 +170,23 @@ def shard_tree_rows(mesh: Mesh, tree, rows: int):
     split = rows_sharding(mesh)
     replicated = NamedSharding(split.mesh, PartitionSpec())
     return jax.tree.map(
-        lambda a: jax.device_put(a, split if getattr(a, "ndim", 0) and a.shape[0] == rows else replicated),
+        lambda a: place(a, split if getattr(a, "ndim", 0) and a.shape[0] == rows else replicated),
         tree,
     )
+
+
+def to_host(tree):
+    """Every leaf of ``tree`` as a NumPy array on this host. A leaf spread over several
+    processes' devices (``jax.distributed``) is gathered from them: every process must call
+    this alike, and it is meant for small results (histories, indices), not images."""
+
+    def fetch(a):
+        if not isinstance(a, jax.Array) or a.is_fully_addressable:
+            return np.asarray(a)
+        if a.is_fully_replicated:
+            return np.asarray(a.addressable_data(0))
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+
+    return jax.tree.map(fetch, tree)

@@ -34,6 +34,7 @@ import optax
 
 from cnnjax._src.checks import check_floats, wait
 from cnnjax._src.contract import Activations
+from cnnjax._src.sharding import to_host
 
 __all__ = [
     "CHUNK_STEPS",
@@ -183,7 +184,7 @@ def drive(advance: Callable, latents: Any, state: Any, steps: int, *, final: boo
     parts = []
     for c in range(calls):
         latents, state, aux = advance(latents, state, np.int32(c * length), length=length, final=final)
-        parts.append(jax.tree.map(np.asarray, wait(aux)))
+        parts.append(to_host(wait(aux)))
     aux = jax.tree.map(lambda *a: np.concatenate(a), *parts)
     history = jax.tree.map(lambda a: a[:steps], aux)
     return latents, history, (jax.tree.map(lambda a: a[steps], aux) if final else None)

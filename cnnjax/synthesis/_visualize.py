@@ -35,7 +35,7 @@ from cnnjax import priors as _priors
 from cnnjax import transforms as _transforms
 from cnnjax._src.checks import MAX_STEPS, as_key, check_finite_run, check_positive_int
 from cnnjax._src.contract import Model, Objective, Parameterization, Transform
-from cnnjax._src.sharding import on_mesh, pad_rows_to, shard_tree_rows
+from cnnjax._src.sharding import on_mesh, pad_rows_to, shard_tree_rows, to_host
 from cnnjax.objectives import stack
 from cnnjax.synthesis._engine import (
     Optimizer,
@@ -199,7 +199,7 @@ def _run(
         restarts=restarts, targets=targets,
     )  # fmt: skip
     # The history is on the host already (and its length, the steps, is no compiled shape).
-    history = history.sum(axis=-1).T.reshape(targets, restarts, -1)[np.arange(targets), np.asarray(best)]
+    history = history.sum(axis=-1).T.reshape(targets, restarts, -1)[np.arange(targets), to_host(best)]
     return images, scores, history, best, totals
 
 
