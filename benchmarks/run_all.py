@@ -38,6 +38,7 @@ BENCHMARKS = {
     "forward_grad": [],
     "synthesis": [],
     "attacks": [],
+    "precision": [],
     "localisation": [],
     "units": [],
     "train": [],

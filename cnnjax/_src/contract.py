@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, TypeAlias
@@ -27,6 +28,7 @@ import numpy as np
 from cnnjax._src.checks import check_images, is_concrete
 
 __all__ = [
+    "COMPUTE_DTYPES",
     "Activations",
     "ApplyFn",
     "LayerSpec",
@@ -36,6 +38,7 @@ __all__ = [
     "Parameterization",
     "Transform",
     "ValueMapping",
+    "check_compute_dtype",
     "pytree_dataclass",
     "static_field",
 ]
@@ -464,8 +467,69 @@ class Model:
         # Called eagerly, the forward pass would run (and compile) operation by operation.
         return _jitted(self.apply)(self.params, images, perturb=perturb)
 
+    def astype(self, dtype) -> Model:
+        """This model computing in ``dtype`` (mixed precision, e.g. ``jnp.bfloat16`` on a GPU or
+        TPU): its floating parameters cast once, its inputs (images, perturbations) cast at the
+        start of ``apply``, its activations returned as float32, so a technique's images,
+        gradients and optimiser state stay float32. ``float32`` (or None) is the model itself.
+
+        Example:
+          >>> from cnnjax.testing import tiny_cnn
+          >>> model = tiny_cnn()
+          >>> low = model.astype(jnp.bfloat16)
+          >>> acts = low.apply(low.params, np.full((1, 32, 32, 3), 0.5, np.float32))
+          >>> acts["logits"].dtype, low.astype("bfloat16").apply is low.apply
+          (dtype('float32'), True)
+        """
+        dtype = check_compute_dtype(dtype)
+        if dtype == jnp.float32:
+            return self
+        params = _cast_floats(self.params, dtype.name)  # one program, not one per leaf
+        return dataclasses.replace(self, apply=_in_dtype(self.apply, dtype), params=params, train_apply=None)
+
 
 _JITTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_IN_DTYPE: dict = {}
+
+#: The dtypes a model may compute in (:meth:`Model.astype`).
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_compute_dtype(dtype) -> np.dtype:
+    """``dtype`` (None: float32) as a NumPy dtype, one of :data:`COMPUTE_DTYPES`, else a clear error."""
+    try:
+        d = np.dtype(jnp.float32 if dtype is None else dtype)
+    except TypeError:
+        d = None
+    if d is None or d.name not in COMPUTE_DTYPES:
+        raise ValueError(
+            f"dtype must be one of {', '.join(COMPUTE_DTYPES)} (or None: float32), got {dtype!r}"
+        )
+    return d
+
+
+@functools.partial(jax.jit, static_argnames="dtype")
+def _cast_floats(tree, dtype: str):
+    """The floating leaves of ``tree`` cast to ``dtype``, the others as they are."""
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a,
+                        tree)  # fmt: skip
+
+
+def _in_dtype(apply: Callable, dtype: np.dtype) -> Callable:
+    """``apply`` with its floating inputs cast to ``dtype`` and its activations returned as
+    float32; one wrapper per ``(apply, dtype)``, so compiled programs are reused."""
+    key = (id(apply), dtype.name)
+    found = _IN_DTYPE.get(key)
+    if found is not None and found[0] is apply:
+        return found[1]
+
+    def wrapped(params, images, **kwargs):
+        low = _cast_floats((images, kwargs), dtype.name)
+        return _cast_floats(apply(params, low[0], **low[1]), "float32")
+
+    wrapped.__name__ = getattr(apply, "__name__", "apply")
+    _IN_DTYPE[key] = (apply, wrapped)
+    return wrapped
 
 
 def _jitted(apply: Callable) -> Callable:

@@ -141,6 +141,7 @@ def fooling_images(
     learning_rate: float = 0.01,
     key: Any = 0,
     mesh=None,
+    dtype=None,
 ) -> FoolingImagesResult:
     """Images the model classifies as ``classes`` with high confidence that humans would not.
 
@@ -157,6 +158,8 @@ def fooling_images(
       key: an int seed or a PRNG key.
       mesh: a ``jax.sharding.Mesh`` over whose first axis the classes are split (the gradient
         method, as :func:`~cnnjax.synthesis.visualize`); the evolution does not take one yet.
+      dtype: the model's arithmetic (:meth:`cnnjax.Model.astype`): None (float32) or
+        ``jnp.bfloat16`` on a GPU or TPU; the images and the optimiser's state stay float32.
 
     Returns:
       :class:`FoolingImagesResult` ``(images, confidence, history)``.
@@ -167,6 +170,7 @@ def fooling_images(
       >>> fool.images.shape, fool.confidence.shape, fool.history.shape
       ((2, 32, 32, 3), (2,), (2, 8))
     """
+    model = model.astype(dtype)
     spec = model.spec
     indices = class_indices(spec, classes).reshape(-1)
     size = check_int(spec.input_size[0] if size is None else size, "size", lo=spec.min_input_size)

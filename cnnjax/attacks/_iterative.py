@@ -131,10 +131,11 @@ def _iterative(apply, params, images, classes, targeted, eps, learning_rate, key
 
 @on_mesh
 def _run(model, images, labels, targets, *, eps, norm, steps, learning_rate, default_step,
-                   random_start, restarts, early_stop, key, name, mesh=None) -> AttackResult:  # fmt: skip
+         random_start, restarts, early_stop, key, name, mesh=None, dtype=None) -> AttackResult:  # fmt: skip
     """Check everything, then run :func:`_iterative`; ``learning_rate=None`` is
     ``default_step * eps / steps``. With a ``mesh`` the images (and their classes) are split
     over its first axis, padded to a multiple of its size and the padding dropped after."""
+    model = model.astype(dtype)
     images = model.spec.check_images(images)
     norm = check_norm(norm)
     eps_arr, scalar = check_epsilons(eps, norm, math.prod(images.shape[1:]))
@@ -175,6 +176,7 @@ def pgd(
     early_stop: bool = True,
     key=0,
     mesh: jax.sharding.Mesh | None = None,
+    dtype=None,
 ) -> AttackResult:
     r"""Projected gradient descent (Madry et al. 2018), L-infinity or L2, targeted or untargeted.
 
@@ -211,6 +213,8 @@ def pgd(
       mesh: a ``jax.sharding.Mesh``: the images are split over its first axis (padded to a
         multiple of its size, the padding dropped from the result); the same result as on one
         device.
+      dtype: the model's arithmetic (:meth:`cnnjax.Model.astype`): None (float32) or
+        ``jnp.bfloat16`` on a GPU or TPU; the images, the step and the projection stay float32.
 
     Returns:
       An :class:`AttackResult`; its ``images`` lie within ``eps`` of ``images`` and in [0, 1].
@@ -236,11 +240,12 @@ def pgd(
     return _run(model, images, labels, targets, eps=eps, norm=norm, steps=steps,
                           learning_rate=learning_rate, default_step=2.5, random_start=random_start,
                           restarts=restarts, early_stop=early_stop, key=key, name="pgd",
-                          mesh=mesh)  # fmt: skip
+                          mesh=mesh, dtype=dtype)  # fmt: skip
 
 
 def bim(model: Model, images, labels=None, *, eps, targets=None, norm="inf", steps: int = 10,
-        learning_rate: float | None = None, early_stop: bool = True, mesh=None) -> AttackResult:  # fmt: skip
+        learning_rate: float | None = None, early_stop: bool = True, mesh=None,
+        dtype=None) -> AttackResult:  # fmt: skip
     r"""The basic iterative method (Kurakin et al. 2017): :func:`pgd` starting at ``x`` itself.
 
     .. math:: x_0 = x; \qquad x_{k+1} = \Pi\big(x_k + \alpha\, s(\nabla_x \ell(x_k))\big)
@@ -261,10 +266,10 @@ def bim(model: Model, images, labels=None, *, eps, targets=None, norm="inf", ste
     """
     return _run(model, images, labels, targets, eps=eps, norm=norm, steps=steps,
                           learning_rate=learning_rate, default_step=1.0, random_start=False, restarts=1,
-                          early_stop=early_stop, key=0, name="bim", mesh=mesh)  # fmt: skip
+                          early_stop=early_stop, key=0, name="bim", mesh=mesh, dtype=dtype)  # fmt: skip
 
 
-def fgsm(model: Model, images, labels=None, *, eps, targets=None, mesh=None) -> AttackResult:
+def fgsm(model: Model, images, labels=None, *, eps, targets=None, mesh=None, dtype=None) -> AttackResult:
     r"""The fast gradient sign method (Goodfellow et al. 2015): one L-infinity step of size eps.
 
     .. math::
@@ -277,7 +282,7 @@ def fgsm(model: Model, images, labels=None, *, eps, targets=None, mesh=None) -> 
     with J the cross-entropy of the logits.
 
     Args:
-      model, images, labels, eps, targets, mesh: as :func:`pgd` (``eps`` may be a sweep).
+      model, images, labels, eps, targets, mesh, dtype: as :func:`pgd` (``eps`` may be a sweep).
 
     Returns:
       An :class:`AttackResult` (``steps`` is 1).
@@ -294,10 +299,10 @@ def fgsm(model: Model, images, labels=None, *, eps, targets=None, mesh=None) -> 
     """
     return _run(model, images, labels, targets, eps=eps, norm="inf", steps=1, learning_rate=None,
                           default_step=1.0, random_start=False, restarts=1, early_stop=False, key=0,
-                          name="fgsm", mesh=mesh)  # fmt: skip
+                          name="fgsm", mesh=mesh, dtype=dtype)  # fmt: skip
 
 
-def fgm(model: Model, images, labels=None, *, eps, targets=None, mesh=None) -> AttackResult:
+def fgm(model: Model, images, labels=None, *, eps, targets=None, mesh=None, dtype=None) -> AttackResult:
     r"""The fast gradient method, L2: one step of length eps along the normalised gradient.
 
     .. math::
@@ -309,7 +314,7 @@ def fgm(model: Model, images, labels=None, *, eps, targets=None, mesh=None) -> A
     the image unchanged.
 
     Args:
-      model, images, labels, eps, targets, mesh: as :func:`pgd`, ``eps`` an L2 radius.
+      model, images, labels, eps, targets, mesh, dtype: as :func:`pgd`, ``eps`` an L2 radius.
 
     Returns:
       An :class:`AttackResult` (``steps`` is 1).
@@ -327,4 +332,4 @@ def fgm(model: Model, images, labels=None, *, eps, targets=None, mesh=None) -> A
     """
     return _run(model, images, labels, targets, eps=eps, norm="2", steps=1, learning_rate=None,
                           default_step=1.0, random_start=False, restarts=1, early_stop=False, key=0,
-                          name="fgm", mesh=mesh)  # fmt: skip
+                          name="fgm", mesh=mesh, dtype=dtype)  # fmt: skip

@@ -176,6 +176,7 @@ def lbfgs(
     memory_size: int = 10,
     linesearch_steps: int = 10,
     mesh=None,
+    dtype=None,
 ) -> AttackResult:
     r"""The box-constrained L-BFGS attack of Szegedy et al. (2014), with its search over c.
 
@@ -203,7 +204,7 @@ def lbfgs(
     Each image gets its own L-BFGS run and line search (vmapped over images).
 
     Args:
-      model, images, labels, targets, mesh: as :func:`~cnnjax.attacks.pgd`.
+      model, images, labels, targets, mesh, dtype: as :func:`~cnnjax.attacks.pgd`.
       c: the first constant, > 0.
       steps: L-BFGS iterations per constant (each a line search of >= 1 gradient).
       search_steps: constants tried.
@@ -230,6 +231,7 @@ def lbfgs(
     search_steps = check_int(search_steps, "search_steps", lo=1, hi=100)
     memory_size = check_int(memory_size, "memory_size", lo=1, hi=1000)
     linesearch_steps = check_int(linesearch_steps, "linesearch_steps", lo=1, hi=1000)
+    model = model.astype(dtype)
     classes, targeted = targets_or_labels(model, images, labels, targets)
     classes, targeted = resolve_classes(model, images, classes, targeted)
     n, (images, classes, targeted) = shard_rows(mesh, images, classes, targeted)
@@ -299,6 +301,7 @@ def carlini_wagner(
     learning_rate: float = 0.01,
     kappa: float = 0.0,
     mesh=None,
+    dtype=None,
 ) -> AttackResult:
     r"""The L2 attack of Carlini & Wagner (2017), with its binary search over c.
 
@@ -314,7 +317,7 @@ def carlini_wagner(
     is elementwise, so batching does not couple the images).
 
     Args:
-      model, images, labels, targets, mesh: as :func:`~cnnjax.attacks.pgd`.
+      model, images, labels, targets, mesh, dtype: as :func:`~cnnjax.attacks.pgd`.
       c: the first constant, > 0.
       steps: Adam iterations per constant (CW: up to 10,000 with early abort).
       search_steps: constants tried (CW: 9).
@@ -341,6 +344,7 @@ def carlini_wagner(
     search_steps = check_int(search_steps, "search_steps", lo=1, hi=100)
     learning_rate = check_float(learning_rate, "learning_rate", lo=0.0, lo_open=True)
     kappa = check_float(kappa, "kappa", lo=0.0)
+    model = model.astype(dtype)
     classes, targeted = targets_or_labels(model, images, labels, targets)
     classes, targeted = resolve_classes(model, images, classes, targeted)
     n, (images, classes, targeted) = shard_rows(mesh, images, classes, targeted)

@@ -115,6 +115,7 @@ def dream(
     learning_rate: Any = 1.5,
     jitter: int = 32,
     key: Any = 0,
+    dtype=None,
 ) -> DreamResult:
     r"""DeepDream: ascend :math:`\sum_l w_l \, \mathrm{mean}(a_l(x)^2)` from the images themselves.
 
@@ -137,6 +138,8 @@ def dream(
         one per image (traced: a new value never recompiles).
       jitter: the largest random shift in pixels (32).
       key: an int seed or a PRNG key.
+      dtype: the model's arithmetic (:meth:`cnnjax.Model.astype`): None (float32) or
+        ``jnp.bfloat16`` on a GPU or TPU; the images, gradients and optimiser state stay float32.
 
     Returns:
       :class:`DreamResult` ``(images, history)``.
@@ -147,6 +150,7 @@ def dream(
       >>> dream(tiny_cnn(), photo, "conv2", octaves=2, steps=3).images.shape
       (1, 40, 48, 3)
     """
+    model = model.astype(dtype)
     images = model.spec.check_images(images)
     if isinstance(layers, str):
         layers = {layers: 1.0}

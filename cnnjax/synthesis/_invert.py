@@ -178,6 +178,7 @@ def invert(
     tv: float | Sequence[float] | None = None,
     size: int | tuple[int, int] | None = None,
     key: Any = 0,
+    dtype=None,
 ) -> InvertResult:
     r"""Reconstruct images from their code at one or several layers.
 
@@ -204,6 +205,8 @@ def invert(
         :func:`tv_weight`).
       size: the reconstruction's size when inverting a code (default: the model's input size).
       key: an int seed or a PRNG key (the starting noise).
+      dtype: the model's arithmetic (:meth:`cnnjax.Model.astype`): None (float32) or
+        ``jnp.bfloat16`` on a GPU or TPU; the images, gradients and optimiser state stay float32.
 
     Returns:
       :class:`InvertResult` ``(images, error, history, layers)``.
@@ -215,6 +218,7 @@ def invert(
       >>> inv.images.shape, inv.error.shape, inv.layers
       ((3, 32, 32, 3), (3,), ('conv1', 'conv3', 'logits'))
     """
+    model = model.astype(dtype)
     layers = (layers,) if isinstance(layers, str) else tuple(layers)
     if not layers:
         raise ValueError("invert needs at least one layer")

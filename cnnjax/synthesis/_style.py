@@ -240,6 +240,7 @@ def style_transfer(
     steps: int = 200,
     preserve_color: bool = False,
     key: Any = 0,
+    dtype=None,
 ) -> StyleTransferResult:
     r"""Paint ``content`` in the style of ``style``.
 
@@ -275,6 +276,8 @@ def style_transfer(
       steps: optimiser steps.
       preserve_color: transfer on luminance only and keep the content's colours.
       key: an int seed or a PRNG key (the noise of ``init="noise"``).
+      dtype: the model's arithmetic (:meth:`cnnjax.Model.astype`): None (float32) or
+        ``jnp.bfloat16`` on a GPU or TPU; the images, gradients and optimiser state stay float32.
 
     Returns:
       :class:`StyleTransferResult` ``(images, content_loss, style_loss, initial_style_loss,
@@ -288,6 +291,7 @@ def style_transfer(
       >>> out.images.shape
       (2, 32, 32, 3)
     """
+    model = model.astype(dtype)
     spec = model.spec
     content = spec.check_images(content)
     style = spec.check_images(style)

@@ -219,6 +219,7 @@ def visualize(
     learning_rate: Any = None,
     key: Any = 0,
     mesh=None,
+    dtype=None,
 ) -> VisualizeResult:
     r"""Find inputs that maximise objectives: :math:`x^* = \arg\max_x a(t(x))` for each target.
 
@@ -244,6 +245,8 @@ def visualize(
       mesh: a ``jax.sharding.Mesh``: the problems (targets x restarts) are split over its first
         axis, the targets padded to a multiple of its size (copies of the first, dropped from
         the result); the same result as on one device.
+      dtype: the model's arithmetic (:meth:`cnnjax.Model.astype`): None (float32) or
+        ``jnp.bfloat16`` on a GPU or TPU; the images, gradients and optimiser state stay float32.
 
     Returns:
       A :class:`VisualizeResult` ``(images, scores, history, restart, restart_scores)``;
@@ -263,6 +266,7 @@ def visualize(
       >>> vis.images.shape
       (2, 32, 32, 3)
     """
+    model = model.astype(dtype)
     p = get_preset(preset)
     targets = [objectives] if isinstance(objectives, Objective) else list(objectives)
     size = check_positive_int(p.size if size is None else size, "size")
