@@ -478,7 +478,7 @@ class Model:
           >>> model = tiny_cnn()
           >>> low = model.astype(jnp.bfloat16)
           >>> acts = low.apply(low.params, np.full((1, 32, 32, 3), 0.5, np.float32))
-          >>> acts["logits"].dtype, low.astype("bfloat16").apply is low.apply
+          >>> acts["logits"].dtype, model.astype("bfloat16").apply is low.apply  # one wrapper: no recompiles
           (dtype('float32'), True)
         """
         dtype = check_compute_dtype(dtype)
