@@ -62,14 +62,14 @@ def main(argv=None) -> None:
         from cnnjax.data import load_fashion_mnist
         from cnnjax.models import load_model
 
-        model, layer = load_model(args.model), args.layer or "conv5"
+        model, layer = load_model(args.model), args.layer or "conv3"
         test = load_fashion_mnist(args.data, progress=False)[1]
         images, labels = test.images[: args.images], test.labels[: args.images]
     channels = model.spec.layer(layer).shape[-1] if args.units is None else args.units
     mesh = jax.make_mesh((jax.device_count(),), ("data",))
     with jax.set_mesh(mesh):
         rendered = visualize(model, [objectives.channel(layer, c) for c in range(channels)], preset="plain",
-                             steps=args.steps, key=0)  # fmt: skip
+                             size=model.spec.input_size[0], steps=args.steps, key=0)  # fmt: skip
         write_shards(f"{args.out}/channels", {"images": rendered.images, "scores": rendered.scores[:, 0]})
         attacked = pgd(model, images, labels, eps=args.eps, steps=10, key=0)
         write_shards(

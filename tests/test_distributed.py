@@ -58,7 +58,9 @@ def test_two_processes_write_their_own_rows_and_agree_with_one_process(tmp_path)
     channels, attacked = read_shards(out / "channels"), read_shards(out / "pgd")
 
     model = tiny_cnn()
-    one = visualize(model, [objectives.channel("conv3", c) for c in range(6)], preset="plain", steps=4, key=0)
+    one = visualize(
+        model, [objectives.channel("conv3", c) for c in range(6)], preset="plain", size=32, steps=4, key=0
+    )
     np.testing.assert_allclose(channels["images"], np.asarray(one.images), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(channels["scores"], np.asarray(one.scores[:, 0]), rtol=1e-4, atol=1e-5)
     images = np.random.default_rng(0).random((10, 32, 32, 3), np.float32)
