@@ -21,8 +21,14 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ and not os.environ.get("PYTEST_
 # test_cam.py and test_attacks.py (one process, CPU seconds): 79 with LLVM's optimisation level
 # 1 instead of the default 2 (72 against 55 on the first two files alone), 52 with XLA's
 # classic CPU fusion emitters on top of it instead of the new ones (the quick demo: 85 s -> 57 s
-# of wall time). The programs are the same XLA graphs, generated differently.
+# of wall time). The programs are the same XLA graphs, generated differently. LLVM's expensive
+# passes off on top of that: 82 s of backend compilation instead of 97 s for three of the demo's
+# sections (CAM, visualize, inversion; one run each on a loaded machine) with the same figures to
+# the last digit, and 691 CPU seconds for the whole suite instead of 706 (two runs side by side: a
+# small gain). (Level 0 compiles those sections in 12 s, but the programs run several times
+# slower: test_claims.py took 127 s instead of 33.)
 _flags = " --xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false"
+_flags += " --xla_llvm_disable_expensive_passes=true"
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest-xdist runs one worker per core (pyproject): each keeps XLA's Eigen kernels to one
     # thread, so the workers do not oversubscribe the cores (set before JAX creates its client).
