@@ -34,7 +34,7 @@ from cnnjax import param as _param
 from cnnjax import priors as _priors
 from cnnjax import transforms as _transforms
 from cnnjax._src.checks import MAX_STEPS, as_key, check_finite_run, check_positive_int
-from cnnjax._src.chunks import budget_chunk, check_memory_budget, forward_bytes, row_chunks
+from cnnjax._src.chunks import MEMORY_FACTOR, budget_chunk, check_memory_budget, forward_bytes, row_chunks
 from cnnjax._src.contract import Model, Objective, Parameterization, Transform
 from cnnjax._src.sharding import check_mesh, shard_tree_rows
 from cnnjax.objectives import stack
@@ -58,13 +58,6 @@ __all__ = [
     "get_preset",
     "visualize",
 ]
-
-#: Bytes of a problem's intermediate results per byte of the network's forward pass on its images
-#: (:func:`~cnnjax._src.chunks.forward_bytes`: the values kept for the gradient, their cotangents
-#: and the work space). XLA's own figure (``memory_analysis().temp_size_in_bytes`` of the compiled
-#: step, per target) was 2.5 times the forward pass on ``tiny_cnn`` (32 px, lucid preset) and 0.9
-#: to 1.2 times on EfficientNet-Lite0 (128 px, lucid); ``benchmarks/synthesis.py`` reports both.
-MEMORY_FACTOR = 3
 
 
 class VisualizeResult(NamedTuple):
@@ -327,22 +320,27 @@ def visualize(
             hp = {"learning_rate": np.repeat(np.asarray(hp["learning_rate"]), restarts)}
         out = _run(model, rows, key, first, hp, param=param, transform=transform, optimizer=optimizer,
                    steps=steps, restarts=restarts, targets=chunk, mesh=mesh)  # fmt: skip
-        real = min(chunk, n - first)  # the padding's targets dropped
-        parts.append(out if real == chunk else _first_targets(out, real, batch))
+        parts.append(out)
     if len(parts) == 1:
         images, scores, history, best, totals = parts[0]
-    else:
-        images, scores, best, totals = (
-            jnp.asarray(np.concatenate([np.asarray(part[i]) for part in parts])) for i in (0, 1, 3, 4)
+        if len(history) > n:  # a mesh's padding dropped
+            images, scores, history, best, totals = (
+                images[: n * batch],
+                scores[:n],
+                history[:n],
+                best[:n],
+                totals[:n],
+            )
+    else:  # joined on the host (no compiled program of its own) and the last chunk's padding dropped
+        images, scores, history, best, totals = (
+            np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(5)
         )
-        history = np.concatenate([part[2] for part in parts])
+        history = history[:n]
+        images, scores, best, totals = (
+            jax.device_put(a) for a in (images[: n * batch], scores[:n], best[:n], totals[:n])
+        )
     check_finite_run("visualize", images, history)
     return VisualizeResult(images, scores, history, best, totals)
-
-
-def _first_targets(out, n, batch):
-    images, scores, history, best, totals = out
-    return images[: n * batch], scores[:n], history[:n], best[:n], totals[:n]
 
 
 def _model_image(param: Parameterization, transform: Transform | None) -> jax.ShapeDtypeStruct:
@@ -377,7 +375,7 @@ def bytes_per_target(
 ) -> int:
     """The device memory :func:`visualize` counts per target against its ``memory_budget``.
 
-    :data:`MEMORY_FACTOR` times the bytes of the network's forward pass on the target's images
+    ``MEMORY_FACTOR`` (3) times the bytes of the network's forward pass on the target's images
     (``batch`` of them, at the size the transform makes; the outputs of its convolutions,
     matrix products and calls with a custom derivative), plus four times its latents
     (their gradient and an optimiser's state), for each of its ``restarts``. Arguments as
