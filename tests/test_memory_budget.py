@@ -15,6 +15,7 @@ from cnnjax._src.chunks import (
     check_memory_budget,
     default_memory_budget,
     forward_bytes,
+    map_row_chunks,
 )
 from cnnjax.attacks import carlini_wagner, fgsm, lbfgs, pgd, robustness_curve
 from cnnjax.synthesis import bytes_per_target
@@ -72,6 +73,24 @@ def test_chunks_follow_the_budget():
         assert chunk * each <= budget or chunk == 1
         assert calls == math.ceil(count / max(1, budget // each))  # no more calls than needed
         assert chunk * calls - count < calls  # the padding is less than one row per call
+
+
+def test_map_row_chunks_joins_what_one_call_returns():
+    rows = (np.arange(10), np.arange(20).reshape(10, 2))
+    calls = []
+
+    def run(start, r):  # three entries per row along axis 1, one NumPy leaf, one device leaf, a None
+        calls.append((start, len(r[0])))
+        a, b = r
+        return np.repeat(a[None], 3, axis=1) * 10, jax.device_put(b.sum(axis=1)[None]), None
+
+    whole = run(0, rows)
+    chunked = map_row_chunks(run, rows, 4, axis=1)
+    assert calls[1:] == [(0, 4), (4, 4), (8, 4)]  # the last chunk padded to 4 rows
+    assert isinstance(chunked[0], np.ndarray) and isinstance(chunked[1], jax.Array) and chunked[2] is None
+    np.testing.assert_array_equal(chunked[0], whole[0])
+    np.testing.assert_array_equal(chunked[1], whole[1])
+    assert map_row_chunks(run, rows, 10)[0].shape == (1, 30)  # one chunk: run itself
 
 
 def test_forward_bytes_counts_the_materialised_outputs():

@@ -21,9 +21,9 @@ __all__ = [
     "check_memory_budget",
     "chunk_size_for",
     "chunked_map",
-    "concat_rows",
     "default_memory_budget",
     "forward_bytes",
+    "map_row_chunks",
     "pad_rows",
     "row_chunks",
 ]
@@ -158,8 +158,12 @@ def budget_chunk(count: int, bytes_each: int, memory_budget: int, multiple: int 
 def row_chunks(tree, chunk: int):
     """``(start, rows)`` for consecutive chunks of ``chunk`` rows of every leaf of ``tree`` (NumPy
     arrays of one leading length; None leaves stay None); the last is padded with copies of its own
-    first row (valid inputs) to ``chunk`` rows, so every chunk has one shape."""
+    first row (valid inputs) to ``chunk`` rows, so every chunk has one shape. ``chunk`` equal to
+    the rows yields ``tree`` itself."""
     n = len(jax.tree.leaves(tree)[0])
+    if n == chunk:  # one chunk, no padding: the rows as they are
+        yield 0, tree
+        return
     for start in range(0, n, chunk):
 
         def piece(a, start=start):
@@ -170,11 +174,36 @@ def row_chunks(tree, chunk: int):
         yield start, jax.tree.map(piece, tree)
 
 
-def concat_rows(parts, n: int, axis: int = 0):
-    """The chunks' results joined along ``axis`` and cut to ``n`` rows (the padding dropped); the
-    leaves are device arrays again, as an unchunked call returns them (``jax.device_put``: a
-    transfer, where ``jnp.asarray`` would compile a program per shape; None leaves stay None)."""
-    return jax.tree.map(
-        lambda *a: jax.device_put(np.concatenate([np.asarray(x) for x in a], axis).take(np.arange(n), axis)),
-        *parts,
-    )
+def map_row_chunks(run, tree, chunk: int, axis: int = 0):
+    """``run(start, rows)`` for each of :func:`row_chunks`, the results joined along ``axis`` with
+    the padding dropped, as if ``run(0, tree)`` had run on all the rows.
+
+    Each result's leaves are copied into arrays for all ``n`` rows on the host as soon as the
+    chunk is done (a leaf may hold several entries per row: ``k`` per row when its length along
+    ``axis`` is ``k * chunk``), so only one chunk's results are alive at a time beside them; the
+    joined leaves go back to the device (``jax.device_put``: a transfer, where ``jnp.asarray``
+    would compile a program per shape), except those ``run`` gave as NumPy, which stay NumPy.
+    None leaves stay None. A single chunk of all the rows is ``run(0, tree)`` itself.
+    """
+    n = len(jax.tree.leaves(tree)[0])
+    if chunk == n:
+        return run(0, tree)
+    out = treedef = numpy_leaves = None
+    for start, rows in row_chunks(tree, chunk):
+        leaves, treedef = jax.tree.flatten(run(start, rows))
+        if out is None:
+            numpy_leaves = [isinstance(a, np.ndarray) for a in leaves]
+            out = []
+            for a in leaves:
+                shape = list(np.shape(a))
+                shape[axis] = shape[axis] // chunk * n
+                out.append(np.empty(shape, np.asarray(a).dtype))
+        real = min(chunk, n - start)
+        for o, a in zip(out, leaves):
+            k = np.shape(a)[axis] // chunk
+            src = np.take(np.asarray(a), np.arange(real * k), axis)
+            index = [slice(None)] * o.ndim
+            index[axis] = slice(start * k, (start + real) * k)
+            o[tuple(index)] = src
+        del leaves
+    return treedef.unflatten([o if keep else jax.device_put(o) for o, keep in zip(out, numpy_leaves)])

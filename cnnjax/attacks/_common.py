@@ -15,9 +15,8 @@ from cnnjax._src.chunks import (
     MEMORY_FACTOR,
     budget_chunk,
     check_memory_budget,
-    concat_rows,
     forward_bytes,
-    row_chunks,
+    map_row_chunks,
 )
 from cnnjax._src.contract import Model
 from cnnjax._src.targets import classes_per_image
@@ -170,6 +169,4 @@ def in_chunks(run, rows: tuple, *, bytes_each: int, memory_budget: int, mesh=Non
     n = len(rows[0])
     devices = 1 if mesh is None else mesh.devices.shape[0]
     chunk = budget_chunk(n, bytes_each, memory_budget, devices)
-    if chunk >= n:
-        return run(*rows)
-    return concat_rows([run(*piece) for _, piece in row_chunks(rows, chunk)], n, axis)
+    return map_row_chunks(lambda _, piece: run(*piece), rows, min(chunk, n), axis)

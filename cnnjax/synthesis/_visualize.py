@@ -34,7 +34,7 @@ from cnnjax import param as _param
 from cnnjax import priors as _priors
 from cnnjax import transforms as _transforms
 from cnnjax._src.checks import MAX_STEPS, as_key, check_finite_run, check_positive_int
-from cnnjax._src.chunks import MEMORY_FACTOR, budget_chunk, check_memory_budget, forward_bytes, row_chunks
+from cnnjax._src.chunks import MEMORY_FACTOR, budget_chunk, check_memory_budget, forward_bytes, map_row_chunks
 from cnnjax._src.contract import Model, Objective, Parameterization, Transform
 from cnnjax._src.sharding import check_mesh, shard_tree_rows
 from cnnjax.objectives import stack
@@ -314,30 +314,23 @@ def visualize(
     chunk = budget_chunk(n, each, budget, devices)
     chunk = -(-chunk // devices) * devices  # a mesh's targets padded to a multiple of the devices
     key = as_key(key)
-    parts = []
-    for first, (rows, hp) in row_chunks((resolved, hyperparams), chunk):
+
+    def run(first, chunk_rows):
+        rows, hp = chunk_rows
         if hp is not None and restarts > 1:  # one per problem
             hp = {"learning_rate": np.repeat(np.asarray(hp["learning_rate"]), restarts)}
-        out = _run(model, rows, key, first, hp, param=param, transform=transform, optimizer=optimizer,
-                   steps=steps, restarts=restarts, targets=chunk, mesh=mesh)  # fmt: skip
-        parts.append(out)
-    if len(parts) == 1:
-        images, scores, history, best, totals = parts[0]
-        if len(history) > n:  # a mesh's padding dropped
-            images, scores, history, best, totals = (
-                images[: n * batch],
-                scores[:n],
-                history[:n],
-                best[:n],
-                totals[:n],
-            )
-    else:  # joined on the host (no compiled program of its own) and the last chunk's padding dropped
+        return _run(model, rows, key, first, hp, param=param, transform=transform, optimizer=optimizer,
+                    steps=steps, restarts=restarts, targets=chunk, mesh=mesh)  # fmt: skip
+
+    # Chunks beyond the budget are joined on the host as they finish, the last one's padding dropped.
+    images, scores, history, best, totals = map_row_chunks(run, (resolved, hyperparams), chunk)
+    if len(history) > n:  # a mesh's padding dropped (one chunk of all the targets, padded)
         images, scores, history, best, totals = (
-            np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(5)
-        )
-        history = history[:n]
-        images, scores, best, totals = (
-            jax.device_put(a) for a in (images[: n * batch], scores[:n], best[:n], totals[:n])
+            images[: n * batch],
+            scores[:n],
+            history[:n],
+            best[:n],
+            totals[:n],
         )
     check_finite_run("visualize", images, history)
     return VisualizeResult(images, scores, history, best, totals)
