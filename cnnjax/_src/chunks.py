@@ -66,8 +66,9 @@ def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
 #: Bytes of a technique's intermediate results per byte of the network's forward pass on an image
 #: (:func:`forward_bytes`): the values kept for the gradient, their cotangents and the work space.
 #: XLA's own figure (``memory_analysis().temp_size_in_bytes`` of the compiled step, per image) was
-#: 2.5 times the forward pass for ``visualize`` on ``tiny_cnn`` (32 px, lucid preset) and 0.9 to
-#: 1.2 times on EfficientNet-Lite0 (128 px, lucid); the benchmarks report both.
+#: 2.5 times the forward pass for ``visualize`` on ``tiny_cnn`` (32 px, lucid preset), 0.9 to 1.5
+#: times on EfficientNet-Lite0 (128 px, lucid; 1.5 for a single target) and 0.7 times for
+#: FashionNet's input gradient; ``benchmarks/synthesis.py`` and ``attacks.py`` report both.
 MEMORY_FACTOR = 3
 
 #: The share of a device's ``memory_stats()["bytes_limit"]`` a technique may use by default.

@@ -237,8 +237,9 @@ def pgd(
         the device's ``bytes_limit``, 2 GiB on CPU). Images that need more (each counts
         ``3 x`` the network's forward pass on it plus a few copies of itself, times the epsilons
         and restarts) run in equal chunks through one compiled program, the last padded with
-        copies of its first image; the result is the one of a single call, so a whole data set
-        can be attacked in one call.
+        copies of its first image; the result is the one of a single call (to the rounding of
+        the network's kernels at another batch size, which a sign step can amplify), so a whole
+        data set can be attacked in one call.
 
     Returns:
       An :class:`AttackResult`; its ``images`` lie within ``eps`` of ``images`` and in [0, 1].

@@ -262,7 +262,9 @@ def visualize(
         the device's ``bytes_limit``, 2 GiB on CPU). Targets that need more
         (:func:`bytes_per_target` each) run in equal chunks that fit, one after the other
         through one compiled program (the last padded with copies of its first target and the
-        padding dropped); the result is the one of a single call with all the targets.
+        padding dropped); the result is the one of a single call with all the targets, to the
+        rounding of the network's kernels at another batch size (which Adam's normalisation
+        can amplify for a target of near-zero gradient).
 
     Returns:
       A :class:`VisualizeResult` ``(images, scores, history, restart, restart_scores)``;
