@@ -8,7 +8,9 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -243,6 +245,36 @@ def device_info() -> dict:
         "python": platform.python_version(),
         "xla_cache": jax.config.jax_compilation_cache_dir or "off",  # compile seconds: cold unless set
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (``resource.getrusage``; Linux reports
+    kilobytes)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def memory_analysis(compiled) -> dict:
+    """XLA's memory figures of a compiled program (``.lower(...).compile()``), in MB: its
+    temporaries, arguments and outputs (``memory_analysis()``; empty where the backend has none)."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return {}
+    return {
+        "xla_temp_mb": round(m.temp_size_in_bytes / 2**20, 1),
+        "xla_argument_mb": round(m.argument_size_in_bytes / 2**20, 1),
+        "xla_output_mb": round(m.output_size_in_bytes / 2**20, 1),
+    }
+
+
+def run_child(argv: list[str]) -> None:
+    """Run ``python argv...`` as a fresh process (its peak memory is its own) and pass on the JSON
+    lines it prints."""
+    out = subprocess.run([sys.executable, *argv], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{argv} failed ({out.returncode}): {out.stderr.strip().splitlines()[-1:]}")
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            print(line, flush=True)
 
 
 def emit(record: dict) -> None:

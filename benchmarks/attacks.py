@@ -2,6 +2,8 @@
 epsilon sweep run as one batched program against a Python loop over the epsilons.
 
     python benchmarks/attacks.py [--batches 8 32] [--sweep-images 4] [--repeats 3]
+    python benchmarks/attacks.py --cases dataset [--data PATH_TO_FASHION_MNIST] [--dataset-steps 5]
+                                 [--dataset-limit N] [--memory-budgets 268435456 default]
 
 One JSON line per case: device, CPU, shapes, compile seconds, steady-state seconds (median),
 images per second, success rate (the quality figure), achieved FLOP/s and the fraction of
@@ -24,6 +26,18 @@ Sweep cases, all PGD-10 on ``--sweep-images`` photos at 8 epsilons:
   step size, early stopping and final evaluating pass as ``pgd``: its compile time (the
   model is traced under vmap) and speed. (``pgd`` itself checks its arguments on the host,
   so it cannot be vmapped.)
+
+``dataset`` (asked for by name: minutes) attacks the whole Fashion-MNIST test set (10,000 images,
+or ``--dataset-limit``) with the bundled FashionNet in one ``pgd`` call (L-infinity, eps 8/255,
+``--dataset-steps`` steps, default 5, untargeted from the true labels) under each
+``--memory-budgets`` figure (bytes, or ``default``: the device's, 2 GiB on CPU), each in a fresh
+process so that its peak resident memory (``resource.getrusage``) is its own: with the model and
+the data loaded, after a call on one chunk's worth of images (which compiles the chunk's program
+and runs it once), and after the whole call (twice: the first call and one more, timed); the
+chunks the budget made, pgd's estimate per image (3 forward passes and 8 copies of the image)
+and XLA's ``memory_analysis()`` of the input gradient of one chunk (written here from
+``model.apply`` and ``softmax_cross_entropy``: what each step runs, without the projection and
+the loop).
 """
 
 from __future__ import annotations
@@ -34,11 +48,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _common import device_info, emit, matmul_peak, time_call
+from _common import device_info, emit, matmul_peak, memory_analysis, peak_rss_mb, run_child, time_call
 from forward_grad import build, flops_per_image
 
 import cnnjax
+from cnnjax._src.chunks import MEMORY_FACTOR, budget_chunk, check_memory_budget, forward_bytes
 from cnnjax.attacks import pgd, project, steepest_descent
+from cnnjax.data import load_fashion_mnist
 from cnnjax.losses import softmax_cross_entropy
 
 EPS = np.array([0.25, 0.5, 1, 2, 3, 4, 6, 8], np.float32) / 255
@@ -83,13 +99,84 @@ def photos_batch(model, n):
     return jnp.asarray(x), jnp.asarray(labels, jnp.int32)
 
 
+def dataset_child(args) -> None:
+    """One ``pgd`` call on the Fashion-MNIST test set under one budget (this process)."""
+    budget = None if args.child_budget == "default" else int(args.child_budget)
+    model = cnnjax.load_model("fashionnet")
+    _, test = load_fashion_mnist(args.data, progress=False)
+    images, labels = np.asarray(test.images), np.asarray(test.labels)
+    if args.dataset_limit is not None:
+        images, labels = images[: args.dataset_limit], labels[: args.dataset_limit]
+    n, shape = len(images), images.shape[1:]
+    # pgd's count per image with one epsilon and one restart: 3 forward passes and 8 image copies
+    each = MEMORY_FACTOR * forward_bytes(model.apply, model.params, shape) + 8 * 4 * int(np.prod(shape))
+    bound = check_memory_budget(budget)
+    chunk = budget_chunk(n, each, bound)
+    kw = dict(eps=8 / 255, steps=args.dataset_steps, memory_budget=budget)
+    before = peak_rss_mb()
+    warm = time_call(pgd, model, images[:chunk], labels[:chunk], repeats=1, min_seconds=0.0, **kw)
+    warmed = peak_rss_mb()
+    r = time_call(pgd, model, images, labels, repeats=1, min_seconds=0.0, **kw)
+    after = peak_rss_mb()
+    out = r["out"]
+    clean = np.asarray(cnnjax.classify(model, images[:1000]).classes[:, 0]) == labels[:1000]
+
+    def loss(params, x, y):
+        return jnp.sum(softmax_cross_entropy(model.apply(params, x)["logits"], y))
+
+    grad = jax.jit(jax.grad(loss, argnums=1))
+    xla = memory_analysis(grad.lower(model.params, images[:chunk], labels[:chunk]).compile())
+    emit({
+        "case": "dataset", **device_info(), "model": "fashionnet", "data": "fashion-mnist test",
+        "images": n, "shape": list(images.shape), "steps": args.dataset_steps, "eps": 8 / 255,
+        "memory_budget": bound, "budget_mb": round(bound / 2**20, 1), "budget_given": args.child_budget,
+        "estimate_per_image_mb": round(each / 2**20, 3), "chunk": chunk, "chunks": -(-n // chunk),
+        "estimate_per_chunk_mb": round(chunk * each / 2**20, 1),
+        "unchunked_estimate_mb": round(n * each / 2**20, 1),
+        "rss_before_mb": before, "peak_rss_after_one_chunk_mb": warmed, "peak_rss_mb": after,
+        "peak_rss_growth_over_one_chunk_mb": round(after - warmed, 1),
+        "chunk_compile_s": warm["compile_s"], "chunk_compiles": warm["compiles"],
+        "compile_s": r["compile_s"], "compiles": r["compiles"], "first_call_s": r["first_call_s"],
+        "steady_s": round(r["steady_s"], 3), "runs": r["runs"], "steady_compiles": r["steady_compiles"],
+        "images_per_s": round(n / r["steady_s"], 1),
+        "success_rate": round(float(np.mean(np.asarray(out.success))), 4),
+        "accuracy_under_attack": round(float(np.mean(np.asarray(out.predictions) == labels)), 4),
+        "clean_accuracy_first_1000": round(float(clean.mean()), 4),
+        **{f"chunk_gradient_{k}": v for k, v in xla.items()},
+    })  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--sweep-images", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-vmap", action="store_true", help="skip the jax.vmap sweep case")
+    parser.add_argument("--cases", nargs="+", choices=("pgd", "dataset"), default=["pgd"],
+                        help="pgd: PGD-10 and sweeps; dataset: a test set under budgets")  # fmt: skip
+    parser.add_argument(
+        "--data", default=None, help="dataset: the Fashion-MNIST folder (default: the usual places)"
+    )
+    parser.add_argument("--dataset-steps", type=int, default=5, help="dataset: PGD steps")
+    parser.add_argument(
+        "--dataset-limit", type=int, default=None, help="dataset: only the first N test images"
+    )
+    parser.add_argument("--memory-budgets", nargs="+", default=[str(256 * 2**20), "default"],
+                        help="dataset: bytes, or 'default' (the device's)")  # fmt: skip
+    parser.add_argument("--child-budget", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_budget is not None:
+        dataset_child(args)
+        return
+    if "dataset" in args.cases:
+        for budget in args.memory_budgets:
+            argv = [__file__, "--child-budget", budget, "--dataset-steps", str(args.dataset_steps)]
+            argv += [] if args.data is None else ["--data", args.data]
+            run_child(
+                argv + ([] if args.dataset_limit is None else ["--dataset-limit", str(args.dataset_limit)])
+            )
+        if "pgd" not in args.cases:
+            return
 
     info = device_info()
     peak = matmul_peak()

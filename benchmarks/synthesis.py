@@ -3,6 +3,8 @@ Python loop over the same targets, in the same run), and style-transfer and inve
 per second.
 
     python benchmarks/synthesis.py [--targets 1 8 64] [--steps 16] [--cases step_vs_gradient ...]
+    python benchmarks/synthesis.py --cases all_channels [--all-layer head] [--all-steps 8]
+                                   [--all-channels N] [--memory-budgets 536870912 default]
 
 One JSON line per case: device, CPU, shapes, compile seconds and steady-state seconds (median)
 apart, throughput, achieved FLOP/s and the fraction of this machine's matmul peak measured in
@@ -13,6 +15,18 @@ own compile events during the first call, the steady state the median of later c
 loop runs ``visualize`` on one target (one program, compiled once) for each target in turn:
 what a library without vmap over targets does at best. ``visualize_step_vs_gradient`` puts one
 ``visualize`` step of 8 targets next to the bare input gradient of the same batch and size.
+
+``all_channels`` renders every channel of a layer (``--all-layer``, default ``head``: 1,280) with
+the lucid preset in one ``visualize`` call under each ``--memory-budgets`` figure (bytes, or
+``default``: the device's, 2 GiB on CPU), each in a fresh process so that its peak resident
+memory (``resource.getrusage``) is its own: the memory with the model loaded, the peak after a
+call on one chunk's worth of targets (which compiles the chunk's program and runs it once), the
+peak after the whole call (twice: the first call and one more, timed), the chunks the budget
+made, ``visualize``'s own estimate per target (``cnnjax.synthesis.bytes_per_target``) and XLA's
+``memory_analysis()`` of the gradient of one chunk's step written from public pieces (the
+parameterization, the transforms, the network on the chunk's images as one batch: what the
+compiled step runs, without the optimiser's update and the loop). Few steps (``--all-steps``,
+default 8): on a 2-core CPU a step of 1,280 targets at 128 px takes about 10 s.
 
 FLOPs are XLA's count (``.lower().compile().cost_analysis()``) of one optimisation step of one
 problem, written here from public pieces, times the steps (and the targets):
@@ -39,14 +53,34 @@ import time
 
 import jax
 import jax.numpy as jnp
-from _common import device_info, emit, matmul_peak, program_flops, time_call
+import numpy as np
+from _common import (
+    device_info,
+    emit,
+    matmul_peak,
+    memory_analysis,
+    peak_rss_mb,
+    program_flops,
+    run_child,
+    time_call,
+)
 
 import cnnjax
 from cnnjax import losses, objectives
-from cnnjax.synthesis import default_layers, get_preset, invert, style_transfer, tv_weight, visualize
+from cnnjax._src.chunks import budget_chunk, check_memory_budget
+from cnnjax.synthesis import (
+    bytes_per_target,
+    default_layers,
+    get_preset,
+    invert,
+    style_transfer,
+    tv_weight,
+    visualize,
+)
 
 LAYER = "block_10"
-CASES = ("step_vs_gradient", "visualize", "style_transfer", "invert")
+CASES = ("step_vs_gradient", "visualize", "style_transfer", "invert", "all_channels")
+DEFAULT_CASES = CASES[:4]  # all_channels takes minutes: asked for by name
 STEPS = (32, 96)  # visualize_step_vs_gradient: the step is the difference of these two runs
 
 
@@ -146,6 +180,64 @@ def step_vs_gradient(model, info: dict, size: int, *, repeats: int, targets: int
     })  # fmt: skip
 
 
+def chunk_step_memory(model, layer: str, size: int, targets: int) -> dict:
+    """XLA's memory figures for the gradient of one step of ``targets`` channel objectives of
+    ``layer`` (lucid preset: parameterization, transforms, the network on the targets' images as
+    one batch), compiled now; the optimiser's update and the loop are not in it."""
+    preset = get_preset("lucid")
+    param = preset.param(size, 1, model.spec.channels)
+
+    def objective(params, latents, keys):
+        x = jax.vmap(param.to_image)(latents)  # [t, 1, h, w, c]
+        x = jax.vmap(preset.transform)(keys, x)
+        acts = model.apply(params, x.reshape((-1,) + x.shape[2:]))[layer]
+        return jnp.sum(jnp.mean(acts, axis=(1, 2)) * jnp.eye(targets, acts.shape[-1]))
+
+    keys = jax.random.split(jax.random.key(0), targets)
+    latents = jax.vmap(param.init)(keys)
+    grad = jax.jit(jax.grad(objective, argnums=1))
+    return memory_analysis(grad.lower(model.params, latents, keys).compile())
+
+
+def all_channels_child(args) -> None:
+    """One ``visualize`` call of every channel of ``--all-layer`` under one budget (this process)."""
+    budget = None if args.child_budget == "default" else int(args.child_budget)
+    model = cnnjax.load_model()
+    channels = model.spec.layer(args.all_layer).channels
+    n = channels if args.all_channels is None else min(args.all_channels, channels)
+    objs = [objectives.channel(args.all_layer, c) for c in range(n)]
+    each = bytes_per_target(model, size=args.size)
+    bound = check_memory_budget(budget)
+    chunk = budget_chunk(n, each, bound)
+    before = peak_rss_mb()
+    kw = dict(size=args.size, steps=args.all_steps, key=0, memory_budget=budget)
+    # The chunk's program compiled and run once on one chunk's worth of targets, so that the
+    # peak memory of the whole call after it is its running, not XLA's compiler.
+    warm = time_call(visualize, model, objs[:chunk], repeats=1, min_seconds=0.0, **kw)
+    warmed = peak_rss_mb()
+    r = time_call(visualize, model, objs, repeats=1, min_seconds=0.0, **kw)
+    after = peak_rss_mb()
+    scores = np.asarray(r["out"].scores)
+    xla_chunk = chunk_step_memory(model, args.all_layer, args.size, chunk)
+    xla_one = chunk_step_memory(model, args.all_layer, args.size, 1)
+    emit({
+        "case": "all_channels", **device_info(), "model": "efficientnet_lite0", "layer": args.all_layer,
+        "targets": n, "layer_channels": channels, "steps": args.all_steps, "size": args.size,
+        "memory_budget": bound, "budget_mb": round(bound / 2**20, 1), "budget_given": args.child_budget,
+        "estimate_per_target_mb": round(each / 2**20, 2), "chunk": chunk, "chunks": -(-n // chunk),
+        "estimate_per_chunk_mb": round(chunk * each / 2**20, 1),
+        "unchunked_estimate_mb": round(n * each / 2**20, 1),
+        "rss_before_mb": before, "peak_rss_after_one_chunk_mb": warmed, "peak_rss_mb": after,
+        "peak_rss_growth_over_one_chunk_mb": round(after - warmed, 1),
+        "results_mb": round(sum(np.asarray(a).nbytes for a in r["out"]) / 2**20, 1),
+        "chunk_compile_s": warm["compile_s"], "chunk_compiles": warm["compiles"],
+        **timing(r), "targets_per_s": round(n / r["steady_s"], 3),
+        "mean_final_score": round(float(scores.mean()), 3), "finite": bool(np.isfinite(scores).all()),
+        **{f"chunk_step_{k}": v for k, v in xla_chunk.items()},
+        "one_target_step_xla_temp_mb": xla_one.get("xla_temp_mb"),
+    })  # fmt: skip
+
+
 def rate(r, peak, flops):
     """FLOP/s of a run of ``flops`` in total (the per-step count times the steps)."""
     return {
@@ -169,9 +261,27 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--style-steps", type=int, default=20, help="style-transfer and inversion steps")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(DEFAULT_CASES))
+    parser.add_argument("--all-layer", default="head", help="all_channels: the layer")
+    parser.add_argument("--all-steps", type=int, default=8, help="all_channels: visualize steps")
+    parser.add_argument("--all-channels", type=int, default=None, help="all_channels: only the first N")
+    parser.add_argument("--memory-budgets", nargs="+", default=[str(512 * 2**20), "default"],
+                        help="all_channels: bytes, or 'default' (the device's)")  # fmt: skip
+    parser.add_argument("--child-budget", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_budget is not None:
+        all_channels_child(args)
+        return
 
+    if "all_channels" in args.cases:
+        for budget in args.memory_budgets:
+            argv = [__file__, "--child-budget", budget, "--all-layer", args.all_layer, "--all-steps",
+                    str(args.all_steps), "--size", str(args.size)]  # fmt: skip
+            run_child(
+                argv + ([] if args.all_channels is None else ["--all-channels", str(args.all_channels)])
+            )
+        if set(args.cases) == {"all_channels"}:
+            return
     info = device_info()
     peak = matmul_peak()
     emit({"case": "matmul_peak", **info, "gflops_per_s": round(peak / 1e9, 1)})

@@ -11,6 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax._src.checks import MAX_STEPS, check_finite_run
+from cnnjax._src.chunks import (
+    MEMORY_FACTOR,
+    budget_chunk,
+    check_memory_budget,
+    forward_bytes,
+    map_row_chunks,
+)
 from cnnjax._src.contract import Model
 from cnnjax._src.targets import classes_per_image
 from cnnjax.models import classify
@@ -22,6 +29,8 @@ __all__ = [
     "check_epsilons",
     "check_finite",
     "check_norm",
+    "image_bytes",
+    "in_chunks",
     "num_classes",
     "resolve_classes",
     "succeeded",
@@ -107,15 +116,19 @@ def targets_or_labels(model: Model, images: jax.Array, labels: Any, targets: Any
     return None, False
 
 
-def top1(model: Model, images: jax.Array) -> jax.Array:
-    """The model's top-1 class per image, int32 ``[n]``, by :func:`~cnnjax.classify`.
+def top1(model: Model, images: jax.Array, memory_budget: int | None = None) -> jax.Array:
+    """The model's top-1 class per image, int32 ``[n]``, by :func:`~cnnjax.classify`, in chunks
+    of images that fit ``memory_budget`` (default: the device's, :func:`in_chunks`).
 
     Asks for classify's default top_k (5) and keeps the first, so a batch that was already
     classified reuses that compiled program instead of compiling another forward pass.
     """
-    return jnp.asarray(
-        np.asarray(classify(model, images, top_k=min(5, model.spec.num_classes)).classes)[:, 0]
-    )
+
+    def run(x):
+        return jnp.asarray(np.asarray(classify(model, x, top_k=min(5, model.spec.num_classes)).classes)[:, 0])
+
+    bytes_each = forward_bytes(model.apply, model.params, tuple(np.shape(images)[1:]))
+    return in_chunks(run, (images,), bytes_each=bytes_each, memory_budget=check_memory_budget(memory_budget))
 
 
 def resolve_classes(model: Model, images: jax.Array, classes: jax.Array | None, targeted: bool):
@@ -138,3 +151,22 @@ def num_classes(apply, params, images) -> int:
 def succeeded(logits, classes, targeted):
     pred = jnp.argmax(logits, axis=-1)
     return jnp.where(targeted, pred == classes, pred != classes)
+
+
+def image_bytes(model: Model, images, copies: int) -> int:
+    """What an attack counts per image against its ``memory_budget``: ``MEMORY_FACTOR`` (3) times
+    the network's forward pass on it (:func:`~cnnjax._src.chunks.forward_bytes`) plus ``copies``
+    copies of the image (iterates, gradients, optimiser states)."""
+    shape = tuple(images.shape[1:])
+    return MEMORY_FACTOR * forward_bytes(model.apply, model.params, shape) + copies * 4 * math.prod(shape)
+
+
+def in_chunks(run, rows: tuple, *, bytes_each: int, memory_budget: int, mesh=None, axis: int = 0):
+    """``run(*rows)`` (arrays of one leading length ``n``, None allowed) on chunks of the rows that
+    fit ``memory_budget`` at ``bytes_each`` a row, one compiled program for every chunk (the last
+    padded with copies of its first row; chunks a multiple of the mesh's devices), the results
+    joined along ``axis`` with the padding dropped. All the rows fit: one call, as it is."""
+    n = len(rows[0])
+    devices = 1 if mesh is None else mesh.devices.shape[0]
+    chunk = budget_chunk(n, bytes_each, memory_budget, devices)
+    return map_row_chunks(lambda _, piece: run(*piece), rows, min(chunk, n), axis)

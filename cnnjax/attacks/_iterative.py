@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from cnnjax._src.checks import as_key, check_float, check_int
+from cnnjax._src.chunks import check_memory_budget
 from cnnjax._src.contract import Model
 from cnnjax._src.sharding import on_mesh, shard_rows, unpad_rows
 from cnnjax.attacks._common import (
@@ -30,6 +31,8 @@ from cnnjax.attacks._common import (
     check_epsilons,
     check_finite,
     check_norm,
+    image_bytes,
+    in_chunks,
     num_classes,
     succeeded,
     targets_or_labels,
@@ -50,8 +53,8 @@ def attack_loss(logits, classes, targeted):
     jax.jit,
     static_argnames=("apply", "norm", "restarts", "squeeze"),
 )
-def _iterative(apply, params, images, classes, targeted, eps, learning_rate, key, random_start, early_stop,
-               steps, *, norm, restarts, squeeze):  # fmt: skip
+def _iterative(apply, params, images, index, classes, targeted, eps, learning_rate, key, random_start,
+               early_stop, steps, *, norm, restarts, squeeze):  # fmt: skip
     (n, h, w, c), e, r = images.shape, eps.shape[0], restarts
     shape = (e, r, n)
     # Untargeted without labels: the model's top-1 on the clean images, in this same program
@@ -73,8 +76,14 @@ def _iterative(apply, params, images, classes, targeted, eps, learning_rate, key
     eps_f = flat(eps[:, None, None])
     alpha_f = flat(learning_rate[:, None, None])
     # random_start and early_stop are traced booleans: PGD, BIM and FGSM share programs.
+    # Image i of the call (``index``) starts from fold_in(restart's key, i): chunks of a call draw
+    # what the whole call would.
     keys = key[None] if r == 1 else jax.random.split(key, r)
-    noise = jax.vmap(lambda k: unit_ball_noise(k, (n, h, w, c), norm))(keys)
+
+    def start_noise(k, i):
+        return unit_ball_noise(jax.random.fold_in(k, i), (1, h, w, c), norm)[0]
+
+    noise = jax.vmap(lambda k: jax.vmap(lambda i: start_noise(k, i))(index))(keys)
     x = jnp.where(random_start, project(x0 + col(eps_f) * flat(noise[None], (h, w, c)), x0, eps_f, norm), x0)
 
     tx = steepest_descent(norm, col(alpha_f))
@@ -131,11 +140,14 @@ def _iterative(apply, params, images, classes, targeted, eps, learning_rate, key
 
 @on_mesh
 def _run(model, images, labels, targets, *, eps, norm, steps, learning_rate, default_step,
-         random_start, restarts, early_stop, key, name, mesh=None, dtype=None) -> AttackResult:  # fmt: skip
+         random_start, restarts, early_stop, key, name, mesh=None, memory_budget=None,
+         dtype=None) -> AttackResult:  # fmt: skip
     """Check everything, then run :func:`_iterative`; ``learning_rate=None`` is
     ``default_step * eps / steps``. With a ``mesh`` the images (and their classes) are split
-    over its first axis, padded to a multiple of its size and the padding dropped after."""
+    over its first axis, padded to a multiple of its size and the padding dropped after. Images
+    beyond ``memory_budget`` run in chunks (:func:`~cnnjax.attacks._common.in_chunks`)."""
     model = model.astype(dtype)
+    budget = check_memory_budget(memory_budget)
     images = model.spec.check_images(images)
     norm = check_norm(norm)
     eps_arr, scalar = check_epsilons(eps, norm, math.prod(images.shape[1:]))
@@ -151,13 +163,21 @@ def _run(model, images, labels, targets, *, eps, norm, steps, learning_rate, def
         classes, targeted = np.full(images.shape[0], -1, np.int32), np.zeros(images.shape[0], bool)
     else:
         targeted = np.full(classes.shape, targeted)
-    n, (images, classes, targeted) = shard_rows(mesh, images, classes, targeted)
-    result = _iterative(
-        model.apply, model.params, images, classes, targeted, jnp.asarray(eps_arr), jnp.asarray(alpha),
-        key, jnp.asarray(bool(random_start)), jnp.asarray(bool(early_stop)), np.int32(steps), norm=norm,
-        restarts=restarts, squeeze=scalar,
-    )  # fmt: skip
-    result = unpad_rows(result, n, axis=0 if scalar else 1)
+    axis = 0 if scalar else 1
+
+    def run(images, index, classes, targeted):
+        n, (images, index, classes, targeted) = shard_rows(mesh, images, index, classes, targeted)
+        result = _iterative(
+            model.apply, model.params, images, index, classes, targeted, jnp.asarray(eps_arr),
+            jnp.asarray(alpha), key, jnp.asarray(bool(random_start)), jnp.asarray(bool(early_stop)),
+            np.int32(steps), norm=norm, restarts=restarts, squeeze=scalar,
+        )  # fmt: skip
+        return unpad_rows(result, n, axis=axis)
+
+    index = np.arange(images.shape[0], dtype=np.uint32)
+    bytes_each = len(eps_arr) * restarts * image_bytes(model, images, copies=8)
+    result = in_chunks(run, (images, index, classes, targeted), bytes_each=bytes_each, memory_budget=budget,
+                       mesh=mesh, axis=axis)  # fmt: skip
     return check_finite(result, name)
 
 
@@ -176,6 +196,7 @@ def pgd(
     early_stop: bool = True,
     key=0,
     mesh: jax.sharding.Mesh | None = None,
+    memory_budget: int | None = None,
     dtype=None,
 ) -> AttackResult:
     r"""Projected gradient descent (Madry et al. 2018), L-infinity or L2, targeted or untargeted.
@@ -209,10 +230,18 @@ def pgd(
       random_start: start uniformly inside the ball (else at ``x``, which is :func:`bim`).
       restarts: random starts per image, the best one kept.
       early_stop: freeze each image at its first success.
-      key: an int seed or a ``jax.random.key``; the same key gives the same images.
+      key: an int seed or a ``jax.random.key``; the same key gives the same images (image i's
+        random start is drawn from ``fold_in(key, i)``, whatever the chunk it runs in).
       mesh: a ``jax.sharding.Mesh``: the images are split over its first axis (padded to a
         multiple of its size, the padding dropped from the result); the same result as on one
         device.
+      memory_budget: bytes of device memory for the attack's intermediate results (default: half
+        the device's ``bytes_limit``, 2 GiB on CPU). Images that need more (each counts
+        ``3 x`` the network's forward pass on it plus a few copies of itself, times the epsilons
+        and restarts) run in equal chunks through one compiled program, the last padded with
+        copies of its first image; the result is the one of a single call (to the rounding of
+        the network's kernels at another batch size, which a sign step can amplify), so a whole
+        data set can be attacked in one call.
       dtype: the model's arithmetic (:meth:`cnnjax.Model.astype`): None (float32) or
         ``jnp.bfloat16`` on a GPU or TPU; the images, the step and the projection stay float32.
 
@@ -240,17 +269,17 @@ def pgd(
     return _run(model, images, labels, targets, eps=eps, norm=norm, steps=steps,
                           learning_rate=learning_rate, default_step=2.5, random_start=random_start,
                           restarts=restarts, early_stop=early_stop, key=key, name="pgd",
-                          mesh=mesh, dtype=dtype)  # fmt: skip
+                          mesh=mesh, memory_budget=memory_budget, dtype=dtype)  # fmt: skip
 
 
 def bim(model: Model, images, labels=None, *, eps, targets=None, norm="inf", steps: int = 10,
         learning_rate: float | None = None, early_stop: bool = True, mesh=None,
-        dtype=None) -> AttackResult:  # fmt: skip
+        memory_budget: int | None = None, dtype=None) -> AttackResult:  # fmt: skip
     r"""The basic iterative method (Kurakin et al. 2017): :func:`pgd` starting at ``x`` itself.
 
     .. math:: x_0 = x; \qquad x_{k+1} = \Pi\big(x_k + \alpha\, s(\nabla_x \ell(x_k))\big)
 
-    Args and Returns as :func:`pgd` (no random start, no restarts). The default
+    Args (``memory_budget`` too) and Returns as :func:`pgd` (no random start, no restarts). The default
     ``learning_rate`` ``eps / steps`` walks exactly to the ball's surface along a constant sign;
     Kurakin et al. used ``alpha = 1/255`` and ``min(255 eps + 4, 1.25 * 255 eps)`` steps.
 
@@ -266,10 +295,12 @@ def bim(model: Model, images, labels=None, *, eps, targets=None, norm="inf", ste
     """
     return _run(model, images, labels, targets, eps=eps, norm=norm, steps=steps,
                           learning_rate=learning_rate, default_step=1.0, random_start=False, restarts=1,
-                          early_stop=early_stop, key=0, name="bim", mesh=mesh, dtype=dtype)  # fmt: skip
+                          early_stop=early_stop, key=0, name="bim", mesh=mesh,
+                          memory_budget=memory_budget, dtype=dtype)  # fmt: skip
 
 
-def fgsm(model: Model, images, labels=None, *, eps, targets=None, mesh=None, dtype=None) -> AttackResult:
+def fgsm(model: Model, images, labels=None, *, eps, targets=None, mesh=None,
+         memory_budget: int | None = None, dtype=None) -> AttackResult:  # fmt: skip
     r"""The fast gradient sign method (Goodfellow et al. 2015): one L-infinity step of size eps.
 
     .. math::
@@ -282,7 +313,8 @@ def fgsm(model: Model, images, labels=None, *, eps, targets=None, mesh=None, dty
     with J the cross-entropy of the logits.
 
     Args:
-      model, images, labels, eps, targets, mesh, dtype: as :func:`pgd` (``eps`` may be a sweep).
+      model, images, labels, eps, targets, mesh, memory_budget, dtype: as :func:`pgd` (``eps`` may be a
+        sweep).
 
     Returns:
       An :class:`AttackResult` (``steps`` is 1).
@@ -299,10 +331,11 @@ def fgsm(model: Model, images, labels=None, *, eps, targets=None, mesh=None, dty
     """
     return _run(model, images, labels, targets, eps=eps, norm="inf", steps=1, learning_rate=None,
                           default_step=1.0, random_start=False, restarts=1, early_stop=False, key=0,
-                          name="fgsm", mesh=mesh, dtype=dtype)  # fmt: skip
+                          name="fgsm", mesh=mesh, memory_budget=memory_budget, dtype=dtype)  # fmt: skip
 
 
-def fgm(model: Model, images, labels=None, *, eps, targets=None, mesh=None, dtype=None) -> AttackResult:
+def fgm(model: Model, images, labels=None, *, eps, targets=None, mesh=None,
+        memory_budget: int | None = None, dtype=None) -> AttackResult:  # fmt: skip
     r"""The fast gradient method, L2: one step of length eps along the normalised gradient.
 
     .. math::
@@ -314,7 +347,8 @@ def fgm(model: Model, images, labels=None, *, eps, targets=None, mesh=None, dtyp
     the image unchanged.
 
     Args:
-      model, images, labels, eps, targets, mesh, dtype: as :func:`pgd`, ``eps`` an L2 radius.
+      model, images, labels, eps, targets, mesh, memory_budget, dtype: as :func:`pgd`, ``eps`` an L2
+        radius.
 
     Returns:
       An :class:`AttackResult` (``steps`` is 1).
@@ -332,4 +366,4 @@ def fgm(model: Model, images, labels=None, *, eps, targets=None, mesh=None, dtyp
     """
     return _run(model, images, labels, targets, eps=eps, norm="2", steps=1, learning_rate=None,
                           default_step=1.0, random_start=False, restarts=1, early_stop=False, key=0,
-                          name="fgm", mesh=mesh, dtype=dtype)  # fmt: skip
+                          name="fgm", mesh=mesh, memory_budget=memory_budget, dtype=dtype)  # fmt: skip

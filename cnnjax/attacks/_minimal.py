@@ -18,12 +18,15 @@ import jax.numpy as jnp
 import optax
 
 from cnnjax._src.checks import check_float, check_int
+from cnnjax._src.chunks import check_memory_budget
 from cnnjax._src.contract import Model
 from cnnjax._src.sharding import on_mesh, shard_rows, unpad_rows
 from cnnjax.attacks._common import (
     MAX_STEPS,
     AttackResult,
     check_finite,
+    image_bytes,
+    in_chunks,
     num_classes,
     resolve_classes,
     succeeded,
@@ -176,6 +179,7 @@ def lbfgs(
     memory_size: int = 10,
     linesearch_steps: int = 10,
     mesh=None,
+    memory_budget: int | None = None,
     dtype=None,
 ) -> AttackResult:
     r"""The box-constrained L-BFGS attack of Szegedy et al. (2014), with its search over c.
@@ -204,7 +208,8 @@ def lbfgs(
     Each image gets its own L-BFGS run and line search (vmapped over images).
 
     Args:
-      model, images, labels, targets, mesh, dtype: as :func:`~cnnjax.attacks.pgd`.
+      model, images, labels, targets, mesh, memory_budget, dtype: as :func:`~cnnjax.attacks.pgd` (an
+        image also counts its L-BFGS memory against the budget).
       c: the first constant, > 0.
       steps: L-BFGS iterations per constant (each a line search of >= 1 gradient).
       search_steps: constants tried.
@@ -225,6 +230,7 @@ def lbfgs(
     Reference: Szegedy, Zaremba, Sutskever, Bruna, Erhan, Goodfellow & Fergus (2014),
     "Intriguing properties of neural networks", ICLR, section 4.1.
     """
+    budget = check_memory_budget(memory_budget)
     images = model.spec.check_images(images)
     c = check_float(c, "c", lo=0.0, lo_open=True)
     steps = check_int(steps, "steps", lo=1, hi=MAX_STEPS)
@@ -233,13 +239,19 @@ def lbfgs(
     linesearch_steps = check_int(linesearch_steps, "linesearch_steps", lo=1, hi=1000)
     model = model.astype(dtype)
     classes, targeted = targets_or_labels(model, images, labels, targets)
-    classes, targeted = resolve_classes(model, images, classes, targeted)
-    n, (images, classes, targeted) = shard_rows(mesh, images, classes, targeted)
-    result = _lbfgs_run(
-        model.apply, model.params, images, classes, targeted, jnp.float32(c),
-        jnp.int32(steps), jnp.int32(search_steps), memory_size=memory_size, linesearch_steps=linesearch_steps,
-    )  # fmt: skip
-    return check_finite(unpad_rows(result, n), "lbfgs")
+
+    def run(images, classes):  # a chunk's default labels come from its own forward pass
+        classes, flags = resolve_classes(model, images, classes, targeted)
+        n, (images, classes, flags) = shard_rows(mesh, images, classes, flags)
+        result = _lbfgs_run(
+            model.apply, model.params, images, classes, flags, jnp.float32(c), jnp.int32(steps),
+            jnp.int32(search_steps), memory_size=memory_size, linesearch_steps=linesearch_steps,
+        )  # fmt: skip
+        return unpad_rows(result, n)
+
+    bytes_each = image_bytes(model, images, copies=2 * memory_size + 12)
+    result = in_chunks(run, (images, classes), bytes_each=bytes_each, memory_budget=budget, mesh=mesh)
+    return check_finite(result, "lbfgs")
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,6 +313,7 @@ def carlini_wagner(
     learning_rate: float = 0.01,
     kappa: float = 0.0,
     mesh=None,
+    memory_budget: int | None = None,
     dtype=None,
 ) -> AttackResult:
     r"""The L2 attack of Carlini & Wagner (2017), with its binary search over c.
@@ -317,7 +330,7 @@ def carlini_wagner(
     is elementwise, so batching does not couple the images).
 
     Args:
-      model, images, labels, targets, mesh, dtype: as :func:`~cnnjax.attacks.pgd`.
+      model, images, labels, targets, mesh, memory_budget, dtype: as :func:`~cnnjax.attacks.pgd`.
       c: the first constant, > 0.
       steps: Adam iterations per constant (CW: up to 10,000 with early abort).
       search_steps: constants tried (CW: 9).
@@ -338,6 +351,7 @@ def carlini_wagner(
     Reference: Carlini & Wagner (2017), "Towards Evaluating the Robustness of Neural
     Networks", IEEE Symposium on Security and Privacy.
     """
+    budget = check_memory_budget(memory_budget)
     images = model.spec.check_images(images)
     c = check_float(c, "c", lo=0.0, lo_open=True)
     steps = check_int(steps, "steps", lo=1, hi=MAX_STEPS)
@@ -346,10 +360,16 @@ def carlini_wagner(
     kappa = check_float(kappa, "kappa", lo=0.0)
     model = model.astype(dtype)
     classes, targeted = targets_or_labels(model, images, labels, targets)
-    classes, targeted = resolve_classes(model, images, classes, targeted)
-    n, (images, classes, targeted) = shard_rows(mesh, images, classes, targeted)
-    result = _cw_run(
-        model.apply, model.params, images, classes, targeted, jnp.float32(c),
-        jnp.float32(learning_rate), jnp.float32(kappa), jnp.int32(steps), jnp.int32(search_steps),
-    )  # fmt: skip
-    return check_finite(unpad_rows(result, n), "carlini_wagner")
+
+    def run(images, classes):  # a chunk's default labels come from its own forward pass
+        classes, flags = resolve_classes(model, images, classes, targeted)
+        n, (images, classes, flags) = shard_rows(mesh, images, classes, flags)
+        result = _cw_run(
+            model.apply, model.params, images, classes, flags, jnp.float32(c), jnp.float32(learning_rate),
+            jnp.float32(kappa), jnp.int32(steps), jnp.int32(search_steps),
+        )  # fmt: skip
+        return unpad_rows(result, n)
+
+    bytes_each = image_bytes(model, images, copies=12)
+    result = in_chunks(run, (images, classes), bytes_each=bytes_each, memory_budget=budget, mesh=mesh)
+    return check_finite(result, "carlini_wagner")

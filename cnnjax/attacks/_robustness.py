@@ -112,7 +112,8 @@ def robustness_curve(
       eps: a sequence of radii (include 0 for the clean point of the curve).
       attack: an epsilon attack of :mod:`cnnjax.attacks` (``fgsm``, ``fgm``, ``bim``, ``pgd``)
         or any function with its signature; the whole sweep is one call of it.
-      **attack_kwargs: passed on (``steps``, ``norm``, ``restarts``...).
+      **attack_kwargs: passed on (``steps``, ``norm``, ``restarts``, ``memory_budget``: the
+        clean predictions run in chunks under it too).
 
     Returns:
       A :class:`RobustnessCurveResult`.
@@ -136,7 +137,7 @@ def robustness_curve(
         raise ValueError(f"eps must be a sequence of radii for a curve, got {eps!r}")
     result = attack(model, images, labels, eps=eps_arr, **attack_kwargs)  # checks everything first
     labels = classes_per_image(model.spec, labels, np.shape(images)[0], "labels")
-    clean = np.asarray(top1(model, images)) == labels
+    clean = np.asarray(top1(model, images, attack_kwargs.get("memory_budget"))) == labels
     pred = np.asarray(result.predictions)
     fooled = (pred != labels[None]) & clean[None]
     norms = perturbation_norms(images, result.images)

@@ -7,7 +7,8 @@ targets is one compiled program: every target (and restart) has its own optimize
 random transforms, and the network runs once per step on all of them. Learning rates and loss
 weights are array arguments: new values never recompile, and a sweep is one program.
 
-* :func:`visualize`: activation maximisation (presets ``"lucid"``, ``"yosinski"``, ``"plain"``).
+* :func:`visualize`: activation maximisation (presets ``"lucid"``, ``"yosinski"``, ``"plain"``);
+  :func:`bytes_per_target` is what a target counts against its ``memory_budget``.
 * :func:`dream`: DeepDream with octaves.
 * :func:`invert`: reconstruct an image from its code (Mahendran & Vedaldi 2015).
 * :func:`style_transfer`: Gram-matrix style transfer (Gatys et al.).
@@ -25,6 +26,7 @@ from cnnjax.synthesis._style import style_transfer as style_transfer
 from cnnjax.synthesis._visualize import PRESETS as PRESETS
 from cnnjax.synthesis._visualize import Preset as Preset
 from cnnjax.synthesis._visualize import VisualizeResult as VisualizeResult
+from cnnjax.synthesis._visualize import bytes_per_target as bytes_per_target
 from cnnjax.synthesis._visualize import get_preset as get_preset
 from cnnjax.synthesis._visualize import visualize as visualize
 
@@ -35,6 +37,7 @@ __all__ = [
     "Preset",
     "StyleTransferResult",
     "VisualizeResult",
+    "bytes_per_target",
     "default_layers",
     "dream",
     "get_preset",

@@ -34,8 +34,9 @@ from cnnjax import param as _param
 from cnnjax import priors as _priors
 from cnnjax import transforms as _transforms
 from cnnjax._src.checks import MAX_STEPS, as_key, check_finite_run, check_positive_int
+from cnnjax._src.chunks import MEMORY_FACTOR, budget_chunk, check_memory_budget, forward_bytes, map_row_chunks
 from cnnjax._src.contract import Model, Objective, Parameterization, Transform
-from cnnjax._src.sharding import on_mesh, pad_rows_to, shard_tree_rows, to_host
+from cnnjax._src.sharding import on_mesh, shard_tree_rows, to_host
 from cnnjax.objectives import stack
 from cnnjax.synthesis._engine import (
     Optimizer,
@@ -48,7 +49,15 @@ from cnnjax.synthesis._engine import (
     minimise_chunk,
 )
 
-__all__ = ["PRESETS", "Preset", "VisualizeResult", "get_preset", "visualize"]
+__all__ = [
+    "MEMORY_FACTOR",
+    "PRESETS",
+    "Preset",
+    "VisualizeResult",
+    "bytes_per_target",
+    "get_preset",
+    "visualize",
+]
 
 
 class VisualizeResult(NamedTuple):
@@ -133,9 +142,11 @@ PRESETS = ("lucid", "yosinski", "plain")
 
 
 @functools.partial(jax.jit, static_argnames=("param", "optimizer", "restarts", "targets"))
-def _setup(objective, key, hyperparams, *, param, optimizer, restarts, targets):
+def _setup(objective, key, first, hyperparams, *, param, optimizer, restarts, targets):
     # N = targets x restarts independent problems; problem i optimises target i // restarts.
-    keys = jax.random.split(key, targets)
+    # Target ``first + i`` of the call takes fold_in(key, first + i), which is split(key, n)[first + i]
+    # (JAX's partitionable threefry): a chunk of the targets draws what the whole call would.
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(first + jnp.arange(targets, dtype=jnp.uint32))
     problem_keys = jax.vmap(lambda k: jax.random.split(k, restarts))(keys).reshape(-1)
     k_init, k_run = jax.vmap(jax.random.split, out_axes=1)(problem_keys)
     objs = jax.tree.map(lambda a: jnp.repeat(a, restarts, axis=0), objective)
@@ -180,13 +191,15 @@ def _finish(apply, params, objs, latents, final, *, param, transform, restarts, 
 
 
 def _run(
-    model, objective, key, hyperparams, *, param, transform, optimizer, steps, restarts, targets, mesh=None
-):
-    """Setup, the steps in chunks (Ctrl-C is seen between them), finish. With a ``mesh`` the
-    problems (targets x restarts) are split over its first axis; ``targets`` must then be a
-    multiple of its size (the caller pads)."""
-    latents, state, keys, objs = _setup(objective, key, hyperparams, param=param, optimizer=optimizer,
-                                        restarts=restarts, targets=targets)  # fmt: skip
+    model, objective, key, first, hyperparams, *, param, transform, optimizer, steps, restarts, targets,
+    mesh=None,
+):  # fmt: skip
+    """Setup, the steps in chunks (Ctrl-C is seen between them), finish, for ``targets`` targets
+    whose first is the call's target ``first``. With a ``mesh`` the problems (targets x restarts)
+    are split over its first axis; ``targets`` must then be a multiple of its size (the caller
+    pads)."""
+    latents, state, keys, objs = _setup(objective, key, np.uint32(first), hyperparams, param=param,
+                                        optimizer=optimizer, restarts=restarts, targets=targets)  # fmt: skip
     if mesh is not None:
         latents, state, keys, objs = shard_tree_rows(mesh, (latents, state, keys, objs), targets * restarts)
     advance = functools.partial(_advance, model.apply, model.params, objs, keys, hyperparams, param=param,
@@ -219,6 +232,7 @@ def visualize(
     learning_rate: Any = None,
     key: Any = 0,
     mesh=None,
+    memory_budget: int | None = None,
     dtype=None,
 ) -> VisualizeResult:
     r"""Find inputs that maximise objectives: :math:`x^* = \arg\max_x a(t(x))` for each target.
@@ -241,10 +255,18 @@ def visualize(
       learning_rate: the optimizer's learning rate (default the preset's): one value, or one
         per target, so a sweep of learning rates is one program (repeat the objective). It is
         an array argument: a new value never recompiles.
-      key: an int seed or a PRNG key; target ``i`` uses ``split(key, targets)[i]``.
+      key: an int seed or a PRNG key; target ``i`` uses ``fold_in(key, i)`` (which is
+        ``split(key, targets)[i]``), whatever the chunk it runs in.
       mesh: a ``jax.sharding.Mesh``: the problems (targets x restarts) are split over its first
         axis, the targets padded to a multiple of its size (copies of the first, dropped from
         the result); the same result as on one device.
+      memory_budget: bytes of device memory for the run's intermediate results (default: half
+        the device's ``bytes_limit``, 2 GiB on CPU). Targets that need more
+        (:func:`bytes_per_target` each) run in equal chunks that fit, one after the other
+        through one compiled program (the last padded with copies of its first target and the
+        padding dropped); the result is the one of a single call with all the targets, to the
+        rounding of the network's kernels at another batch size (which Adam's normalisation
+        can amplify for a target of near-zero gradient).
       dtype: the model's arithmetic (:meth:`cnnjax.Model.astype`): None (float32) or
         ``jnp.bfloat16`` on a GPU or TPU; the images, gradients and optimiser state stay float32.
 
@@ -265,8 +287,14 @@ def visualize(
       ...                 preset="plain", size=32, steps=8, learning_rate=[0.1, 0.3])
       >>> vis.images.shape
       (2, 32, 32, 3)
+      >>> budget = 2 * bytes_per_target(tiny_cnn(), preset="plain", size=32)  # two targets a chunk
+      >>> chunked = visualize(tiny_cnn(), [objectives.channel("conv3", c) for c in range(5)],
+      ...                     preset="plain", size=32, steps=8, memory_budget=budget)
+      >>> chunked.images.shape, chunked.scores.shape
+      ((5, 32, 32, 3), (5, 1))
     """
     model = model.astype(dtype)
+    budget = check_memory_budget(memory_budget)
     p = get_preset(preset)
     targets = [objectives] if isinstance(objectives, Objective) else list(objectives)
     size = check_positive_int(p.size if size is None else size, "size")
@@ -288,24 +316,22 @@ def visualize(
         hyperparams = learning_rate_hyperparams(learning_rate, len(targets))  # one per target
         optimizer = by_learning_rate(optimizer)
     n = len(targets)
-    if mesh is not None:  # pad the targets to a multiple of the devices
-        n, (resolved, hyperparams) = pad_rows_to((resolved, hyperparams), mesh.devices.shape[0])
-    if hyperparams is not None and restarts > 1:  # one per problem
-        hyperparams = {"learning_rate": np.repeat(np.asarray(hyperparams["learning_rate"]), restarts)}
-    images, scores, history, best, totals = _run(
-        model,
-        resolved,
-        as_key(key),
-        hyperparams,
-        param=param,
-        transform=transform,
-        optimizer=optimizer,
-        steps=steps,
-        restarts=restarts,
-        targets=len(jax.tree.leaves(resolved)[0]),
-        mesh=mesh,
-    )
-    if len(history) > n:  # the padding's targets dropped
+    devices = 1 if mesh is None else mesh.devices.shape[0]
+    each = _bytes_per_target(model, param, transform, restarts)
+    chunk = budget_chunk(n, each, budget, devices)
+    chunk = -(-chunk // devices) * devices  # a mesh's targets padded to a multiple of the devices
+    key = as_key(key)
+
+    def run(first, chunk_rows):
+        rows, hp = chunk_rows
+        if hp is not None and restarts > 1:  # one per problem
+            hp = {"learning_rate": np.repeat(np.asarray(hp["learning_rate"]), restarts)}
+        return _run(model, rows, key, first, hp, param=param, transform=transform, optimizer=optimizer,
+                    steps=steps, restarts=restarts, targets=chunk, mesh=mesh)  # fmt: skip
+
+    # Chunks beyond the budget are joined on the host as they finish, the last one's padding dropped.
+    images, scores, history, best, totals = map_row_chunks(run, (resolved, hyperparams), chunk)
+    if len(history) > n:  # a mesh's padding dropped (one chunk of all the targets, padded)
         images, scores, history, best, totals = (
             images[: n * batch],
             scores[:n],
@@ -315,6 +341,60 @@ def visualize(
         )
     check_finite_run("visualize", images, history)
     return VisualizeResult(images, scores, history, best, totals)
+
+
+def _model_image(param: Parameterization, transform: Transform | None) -> jax.ShapeDtypeStruct:
+    """The shape of the images the network sees in a run (after the transform), without FLOPs."""
+    latent = jax.eval_shape(param.init, jax.random.key(0))
+    image = jax.eval_shape(param.to_image, latent)
+    if transform is not None:
+        image = jax.eval_shape(transform, jax.random.key(0), image)
+    return jax.ShapeDtypeStruct(image.shape, jnp.float32)
+
+
+def _bytes_per_target(
+    model: Model, param: Parameterization, transform: Transform | None, restarts: int
+) -> int:
+    image = _model_image(param, transform)  # [batch, h, w, c]
+    latent = jax.eval_shape(param.init, jax.random.key(0))
+    latent_bytes = sum(np.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(latent))
+    per_problem = image.shape[0] * MEMORY_FACTOR * forward_bytes(model.apply, model.params, image.shape[1:])
+    # the latents, their gradient and an optimiser's state (Adam: two moments)
+    return int(restarts * (per_problem + 4 * latent_bytes))
+
+
+def bytes_per_target(
+    model: Model,
+    *,
+    preset: str = "lucid",
+    size: int | None = None,
+    batch: int = 1,
+    restarts: int = 1,
+    param: Parameterization | None = None,
+    transform: Transform | None | str = "preset",
+) -> int:
+    """The device memory :func:`visualize` counts per target against its ``memory_budget``.
+
+    ``MEMORY_FACTOR`` (3) times the bytes of the network's forward pass on the target's images
+    (``batch`` of them, at the size the transform makes; the outputs of its convolutions,
+    matrix products and calls with a custom derivative), plus four times its latents
+    (their gradient and an optimiser's state), for each of its ``restarts``. Arguments as
+    :func:`visualize`; nothing is compiled (``jax.eval_shape``).
+
+    Example:
+      >>> from cnnjax.testing import tiny_cnn
+      >>> bytes_per_target(tiny_cnn(), preset="plain", size=32) > 0
+      True
+    """
+    p = get_preset(preset)
+    size = check_positive_int(p.size if size is None else size, "size")
+    batch = check_positive_int(batch, "batch")
+    restarts = check_positive_int(restarts, "restarts")
+    if param is None:
+        param = p.param(size, batch, model.spec.channels)
+    if transform == "preset":
+        transform = p.transform
+    return _bytes_per_target(model, param, transform, restarts)
 
 
 def resolve_objectives(
@@ -331,11 +411,8 @@ def resolve_objectives(
     for t in targets:
         if not isinstance(t, Objective):
             raise ValueError(f"expected cnnjax objectives (cnnjax.objectives.*), got {type(t).__name__}")
-    latent = jax.eval_shape(param.init, jax.random.key(0))
-    image = jax.eval_shape(param.to_image, latent)
-    if transform is not None:
-        image = jax.eval_shape(transform, jax.random.key(0), image)
-    model.spec.check_images(jax.ShapeDtypeStruct(image.shape, jnp.float32))
-    acts = jax.eval_shape(model.apply, model.params, jax.ShapeDtypeStruct(image.shape, jnp.float32))
+    image = _model_image(param, transform)
+    model.spec.check_images(image)
+    acts = jax.eval_shape(model.apply, model.params, image)
     shapes = {name: tuple(a.shape[1:]) for name, a in acts.items()}
     return [t.resolve(model.spec, shapes) for t in targets]
