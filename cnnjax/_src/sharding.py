@@ -38,7 +38,12 @@ def check_mesh(mesh) -> Mesh | None:
     """The mesh to split over: ``mesh`` itself if it is a ``jax.sharding.Mesh``; for None the one
     in context (``with jax.set_mesh(mesh):``), or None without one; anything else a clear error."""
     if mesh is None:
-        context = jax.sharding.get_mesh()
+        if jax.sharding.get_abstract_mesh().empty:
+            return None
+        try:
+            context = jax.sharding.get_mesh()
+        except ValueError:  # inside a caller's jit: its shardings place the work
+            return None
         return None if context.empty else context
     if not isinstance(mesh, Mesh):
         raise TypeError(

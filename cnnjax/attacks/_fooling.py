@@ -170,7 +170,7 @@ def fooling_images(
       >>> fool.images.shape, fool.confidence.shape, fool.history.shape
       ((2, 32, 32, 3), (2,), (2, 8))
     """
-    model = model.astype(dtype)
+    model = model if dtype is None else model.astype(dtype)
     spec = model.spec
     indices = class_indices(spec, classes).reshape(-1)
     size = check_int(spec.input_size[0] if size is None else size, "size", lo=spec.min_input_size)

@@ -146,7 +146,7 @@ def _run(model, images, labels, targets, *, eps, norm, steps, learning_rate, def
     ``default_step * eps / steps``. With a ``mesh`` the images (and their classes) are split
     over its first axis, padded to a multiple of its size and the padding dropped after. Images
     beyond ``memory_budget`` run in chunks (:func:`~cnnjax.attacks._common.in_chunks`)."""
-    model = model.astype(dtype)
+    model = model if dtype is None else model.astype(dtype)
     budget = check_memory_budget(memory_budget)
     images = model.spec.check_images(images)
     norm = check_norm(norm)

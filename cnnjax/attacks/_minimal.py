@@ -237,7 +237,7 @@ def lbfgs(
     search_steps = check_int(search_steps, "search_steps", lo=1, hi=100)
     memory_size = check_int(memory_size, "memory_size", lo=1, hi=1000)
     linesearch_steps = check_int(linesearch_steps, "linesearch_steps", lo=1, hi=1000)
-    model = model.astype(dtype)
+    model = model if dtype is None else model.astype(dtype)
     classes, targeted = targets_or_labels(model, images, labels, targets)
 
     def run(images, classes):  # a chunk's default labels come from its own forward pass
@@ -358,7 +358,7 @@ def carlini_wagner(
     search_steps = check_int(search_steps, "search_steps", lo=1, hi=100)
     learning_rate = check_float(learning_rate, "learning_rate", lo=0.0, lo_open=True)
     kappa = check_float(kappa, "kappa", lo=0.0)
-    model = model.astype(dtype)
+    model = model if dtype is None else model.astype(dtype)
     classes, targeted = targets_or_labels(model, images, labels, targets)
 
     def run(images, classes):  # a chunk's default labels come from its own forward pass

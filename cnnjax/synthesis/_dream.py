@@ -150,7 +150,7 @@ def dream(
       >>> dream(tiny_cnn(), photo, "conv2", octaves=2, steps=3).images.shape
       (1, 40, 48, 3)
     """
-    model = model.astype(dtype)
+    model = model if dtype is None else model.astype(dtype)
     images = model.spec.check_images(images)
     if isinstance(layers, str):
         layers = {layers: 1.0}

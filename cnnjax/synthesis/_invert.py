@@ -218,7 +218,7 @@ def invert(
       >>> inv.images.shape, inv.error.shape, inv.layers
       ((3, 32, 32, 3), (3,), ('conv1', 'conv3', 'logits'))
     """
-    model = model.astype(dtype)
+    model = model if dtype is None else model.astype(dtype)
     layers = (layers,) if isinstance(layers, str) else tuple(layers)
     if not layers:
         raise ValueError("invert needs at least one layer")

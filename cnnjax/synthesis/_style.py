@@ -291,7 +291,7 @@ def style_transfer(
       >>> out.images.shape
       (2, 32, 32, 3)
     """
-    model = model.astype(dtype)
+    model = model if dtype is None else model.astype(dtype)
     spec = model.spec
     content = spec.check_images(content)
     style = spec.check_images(style)

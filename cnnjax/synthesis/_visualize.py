@@ -293,7 +293,7 @@ def visualize(
       >>> chunked.images.shape, chunked.scores.shape
       ((5, 32, 32, 3), (5, 1))
     """
-    model = model.astype(dtype)
+    model = model if dtype is None else model.astype(dtype)
     budget = check_memory_budget(memory_budget)
     p = get_preset(preset)
     targets = [objectives] if isinstance(objectives, Objective) else list(objectives)
