@@ -36,7 +36,7 @@ from cnnjax import transforms as _transforms
 from cnnjax._src.checks import MAX_STEPS, as_key, check_finite_run, check_positive_int
 from cnnjax._src.chunks import MEMORY_FACTOR, budget_chunk, check_memory_budget, forward_bytes, map_row_chunks
 from cnnjax._src.contract import Model, Objective, Parameterization, Transform
-from cnnjax._src.sharding import on_mesh, shard_tree_rows, to_host
+from cnnjax._src.sharding import chunk_for_mesh, on_mesh, shard_tree_rows, to_host
 from cnnjax.objectives import stack
 from cnnjax.synthesis._engine import (
     Optimizer,
@@ -319,7 +319,7 @@ def visualize(
     devices = 1 if mesh is None else mesh.devices.shape[0]
     each = _bytes_per_target(model, param, transform, restarts)
     chunk = budget_chunk(n, each, budget, devices)
-    chunk = -(-chunk // devices) * devices  # a mesh's targets padded to a multiple of the devices
+    chunk = chunk_for_mesh(mesh, chunk)  # a mesh's targets padded to a multiple of the devices
     key = as_key(key)
 
     def run(first, chunk_rows):
