@@ -295,16 +295,10 @@ def visualize(
     """
     model = model if dtype is None else model.astype(dtype)
     budget = check_memory_budget(memory_budget)
-    p = get_preset(preset)
+    p, size, batch, restarts, param, transform = _preset_settings(model, preset, size, batch, restarts, param,
+                                                                  transform)  # fmt: skip
     targets = [objectives] if isinstance(objectives, Objective) else list(objectives)
-    size = check_positive_int(p.size if size is None else size, "size")
     steps = check_positive_int(p.steps if steps is None else steps, "steps", hi=MAX_STEPS)
-    batch = check_positive_int(batch, "batch")
-    restarts = check_positive_int(restarts, "restarts")
-    if param is None:
-        param = p.param(size, batch, model.spec.channels)
-    if transform == "preset":
-        transform = p.transform
     if optimizer is None:
         optimizer = p.optimizer
         learning_rate = p.learning_rate if learning_rate is None else learning_rate
@@ -386,6 +380,15 @@ def bytes_per_target(
       >>> bytes_per_target(tiny_cnn(), preset="plain", size=32) > 0
       True
     """
+    _, _, _, restarts, param, transform = _preset_settings(
+        model, preset, size, batch, restarts, param, transform
+    )
+    return _bytes_per_target(model, param, transform, restarts)
+
+
+def _preset_settings(model, preset, size, batch, restarts, param, transform):
+    """The preset and the settings it fills in (size, parameterization, transform), checked:
+    ``(preset, size, batch, restarts, param, transform)``."""
     p = get_preset(preset)
     size = check_positive_int(p.size if size is None else size, "size")
     batch = check_positive_int(batch, "batch")
@@ -394,7 +397,7 @@ def bytes_per_target(
         param = p.param(size, batch, model.spec.channels)
     if transform == "preset":
         transform = p.transform
-    return _bytes_per_target(model, param, transform, restarts)
+    return p, size, batch, restarts, param, transform
 
 
 def resolve_objectives(
