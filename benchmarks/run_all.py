@@ -52,12 +52,12 @@ COMPILE = ("compile_s", "*compile_s")
 STEADY = ("steady_s", "*steady_s", "*_step_s", "second_epoch_s", "run_s", "seconds", "*_ms")
 THROUGHPUT = ("*_per_s",)
 QUALITY = ("success_rate", "*accuracy", "*accuracy_after_one_epoch", "final_loss", "*speedup",
-           "*_over_*", "noise", "iou")  # fmt: skip
+           "*_over_*", "noise", "iou", "recognised")  # fmt: skip
 PEAK = ("fraction_of_matmul_peak", "*fraction_of*")
 CONTEXT = ("backend", "device", "devices", "cpu", "jax", "python", "xla_cache", "case")
 # Settings that tell a benchmark's cases apart, shown beside the case's name.
 SETTINGS = ("model", "program", "impl", "method", "layer", "shape", "batch", "targets", "size", "images",
-            "steps", "cache", "epsilons")  # fmt: skip
+            "steps", "cache", "epsilons", "dtype")  # fmt: skip
 
 
 def commands(names: list[str], data: str | None, extra: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
