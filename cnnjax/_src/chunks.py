@@ -25,6 +25,7 @@ __all__ = [
     "forward_bytes",
     "map_row_chunks",
     "pad_rows",
+    "pad_rows_to",
     "row_chunks",
 ]
 
@@ -61,6 +62,19 @@ def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
     padded to the one shape its compiled program takes)."""
     pad = rows - len(x)
     return np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]) if pad > 0 else x
+
+
+def pad_rows_to(tree, multiple: int):
+    """Every leaf of ``tree`` (one leading length ``n``) padded with copies of its first row to
+    the next multiple of ``multiple`` (NumPy leaves stay NumPy); returns ``(n, padded tree)``."""
+    n = len(jax.tree.leaves(tree)[0])
+    pad = -n % multiple
+
+    def padded(a):
+        xp = np if isinstance(a, np.ndarray) else jnp
+        return xp.concatenate([a, xp.repeat(a[:1], pad, axis=0)])
+
+    return n, (jax.tree.map(padded, tree) if pad else tree)
 
 
 #: Bytes of a technique's intermediate results per byte of the network's forward pass on an image
@@ -166,13 +180,8 @@ def row_chunks(tree, chunk: int):
         yield 0, tree
         return
     for start in range(0, n, chunk):
-
-        def piece(a, start=start):
-            a = np.asarray(a)[start : start + chunk]
-            pad = chunk - len(a)
-            return np.concatenate([a, np.repeat(a[:1], pad, axis=0)]) if pad else a
-
-        yield start, jax.tree.map(piece, tree)
+        rows = jax.tree.map(lambda a, start=start: np.asarray(a)[start : start + chunk], tree)
+        yield start, pad_rows_to(rows, chunk)[1]
 
 
 def map_row_chunks(run, tree, chunk: int, axis: int = 0):

@@ -12,11 +12,10 @@ import functools
 import inspect
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from cnnjax._src.chunks import chunked_map
+from cnnjax._src.chunks import chunked_map, pad_rows_to
 
 __all__ = [
     "auto_axes",
@@ -25,7 +24,6 @@ __all__ = [
     "device_blocks_map",
     "on_mesh",
     "place",
-    "pad_rows_to",
     "rows_sharding",
     "shard_rows",
     "shard_tree_rows",
@@ -154,19 +152,6 @@ def unpad_rows(tree, n: int | None, axis: int = 0):
     if n is None:
         return tree
     return jax.tree.map(lambda a: jax.lax.slice_in_dim(a, 0, n, axis=axis), tree)
-
-
-def pad_rows_to(tree, multiple: int):
-    """Every leaf of ``tree`` (one leading length ``n``) padded with copies of its first row to
-    the next multiple of ``multiple`` (NumPy leaves stay NumPy); returns ``(n, padded tree)``."""
-    n = len(jax.tree.leaves(tree)[0])
-    pad = -n % multiple
-
-    def padded(a):
-        xp = np if isinstance(a, np.ndarray) else jnp
-        return xp.concatenate([a, xp.repeat(a[:1], pad, axis=0)])
-
-    return n, (jax.tree.map(padded, tree) if pad else tree)
 
 
 def shard_tree_rows(mesh: Mesh, tree, rows: int):
